@@ -1,0 +1,94 @@
+"""Held-out evaluation on fixed prompts and fixed seeds (the reward-hacking monitor), and win-rates.
+
+Every (prompt, seed) pair is sampled with a generator seeded by ``seed`` alone, so two models evaluated
+with the same prompts and seeds start from the same noise and a per-pair comparison (win-rate) is fair.
+For distribution-level rewards the images of one prompt (all seeds) form one group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from rlsd.iteration import check_finite_rewards, sample_slots
+
+
+@dataclass
+class EvalResult:
+    """Output of :func:`evaluate`.
+
+    Attributes:
+        summary: ``{"<reward>/mean": float, "<reward>/std": float}``.
+        table: one row per (prompt, seed) with a column per reward.
+        images: ``(N, 3, H, W)`` in [0, 1], rows in ``table`` order (prompt-major, then seed).
+    """
+
+    summary: dict[str, float]
+    table: pd.DataFrame
+    images: Tensor
+
+
+def _generator(seed: int) -> torch.Generator:
+    gen = torch.Generator()
+    gen.manual_seed(int(seed))
+    return gen
+
+
+@torch.no_grad()
+def evaluate(model: Any, prompts: list[str], seeds: list[int], rewards: dict[str, Any], *, num_steps: int,
+             guidance_scale: float, eta: float = 1.0, batch_size: int = 16) -> EvalResult:
+    """Sample every prompt once per seed and score the images with every reward.
+
+    Args:
+        model: ``T2IModel``; prompts: P prompts; seeds: S seeds (N = P * S samples).
+        rewards: ``{name: Reward}`` (built with ``rlsd.rewards.build_reward``).
+        batch_size: samples per ``sample_trajectories`` call (does not change the results).
+    """
+    if not prompts or not seeds:
+        raise ValueError("evaluation needs at least one prompt and one seed; set eval.prompts and eval.seeds.")
+    pairs = [(p, s, i) for i, p in enumerate(prompts) for s in seeds]
+    images = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        traj = sample_slots(model, [p for p, _, _ in chunk], [_generator(s) for _, s, _ in chunk],
+                            num_steps=num_steps, guidance_scale=guidance_scale, eta=eta)
+        images.append(traj.images)
+    images_t = torch.cat(images)
+    table = pd.DataFrame({"prompt": [p for p, _, _ in pairs], "seed": [s for _, s, _ in pairs]})
+    metadata = [{"group": i, "seed": s, "prompt": p} for p, s, i in pairs]
+    summary: dict[str, float] = {}
+    for name, reward in rewards.items():
+        values, _ = reward(images_t, table["prompt"].tolist(), metadata)
+        check_finite_rewards(values, name, "eval")
+        table[name] = values.numpy()
+        summary[f"{name}/mean"] = float(values.mean())
+        summary[f"{name}/std"] = float(values.std()) if values.numel() > 1 else 0.0
+    return EvalResult(summary=summary, table=table, images=images_t)
+
+
+def win_rate(rewards: Tensor | Any, reference: Tensor | Any) -> float:
+    """Fraction of paired samples where ``rewards`` beats ``reference`` (ties count 1/2).
+
+    Args:
+        rewards, reference: ``(N,)`` rewards of two models on the same (prompt, seed) pairs.
+    """
+    a, b = torch.as_tensor(rewards, dtype=torch.float64), torch.as_tensor(reference, dtype=torch.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.numel() == 0:
+        raise ValueError(f"win_rate needs two non-empty (N,) reward vectors on the same pairs, got shapes "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}.")
+    return float(((a > b).double() + 0.5 * (a == b).double()).mean())
+
+
+def compare(table: pd.DataFrame, reference: pd.DataFrame, reward: str) -> dict[str, float]:
+    """Win-rate and mean gain of ``table`` over ``reference`` for one reward column, joined on (prompt, seed)."""
+    joined = table.merge(reference, on=["prompt", "seed"], suffixes=("", "_ref"))
+    if len(joined) != len(table):
+        raise ValueError("evaluation tables do not cover the same (prompt, seed) pairs; evaluate both with the "
+                         "same eval.prompts and eval.seeds.")
+    a = torch.tensor(joined[reward].to_numpy())
+    b = torch.tensor(joined[f"{reward}_ref"].to_numpy())
+    return {"win_rate": win_rate(a, b), "mean_gain": float((a - b).mean())}

@@ -1,0 +1,257 @@
+"""RLTrainer: large-scale policy-gradient fine-tuning of a diffusion model (paper Alg. 1) on accelerate.
+
+One iteration:
+
+1. per task: draw ``P`` global prompts -> this rank samples its slice of the ``P * K`` samples, each from
+   its own slot generator (``rlsd.distributed.slot_generators``) -> rewards on the local images (groups of
+   K never span ranks) -> gather rewards -> ``normalize_advantages`` over the global batch -> local slice;
+2. ``train.timesteps_per_iter`` random step indices (same on every rank): for each, re-score every task's
+   local batch at that step, PPO-clip loss (weighted by ``task.weight``), backward, clip, optimizer step;
+   the first re-scoring of the iteration must give ratio == 1 (logged as ``ppo/ratio_first_abs_dev``);
+3. optionally the L_pre denoising step (weight ``pretrain.beta``) with its own optimizer step.
+
+Everything random derives from ``(train.seed, iteration)``; with checkpointed optimizer, prompt-source and
+dataset positions a resumed run continues exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from rlsd import distributed as dist
+from rlsd.config import RLConfig
+from rlsd.iteration import (PRETRAIN_STREAM, TIMESTEP_STREAM, TaskBatch, check_finite_rewards, choose_timesteps,
+                            ppo_step_loss, sample_slots, shared_generator)
+from rlsd.objective import PerPromptStatTracker, normalize_advantages, ppo_diagnostics
+from rlsd.pretrain_data import build_pretrain_source, denoising_loss, model_image_size
+from rlsd.trainer_setup import (build_optimizer, export_policy, load_policy, make_accelerator,
+                                trainable_parameters)
+
+RATIO_TOLERANCE = 1e-4
+
+
+class RLTrainer:
+    """Owns the model, optimizer, prompt sources, rewards and logger of one run (see module docstring)."""
+
+    def __init__(self, cfg: RLConfig, accelerator: Any | None = None):
+        from rlsd.prompts import build_prompt_source
+        from rlsd.rewards import build_reward
+
+        self.cfg = cfg
+        self.accelerator = accelerator if accelerator is not None else make_accelerator(cfg)
+        self.rank, self.world = dist.rank_and_world(self.accelerator)
+        cfg.validate(world_size=self.world)
+        self.is_main = dist.is_main_process(self.accelerator)
+        torch.manual_seed(cfg.train.seed)
+        self.model = load_policy(cfg.model, seed=cfg.train.seed, device=self.accelerator.device)
+        self.params = trainable_parameters(self.model.unet)
+        optimizer, self.lr_scheduler = build_optimizer(self.params, cfg.train)
+        self.unet, self.optimizer = self.accelerator.prepare(self.model.unet, optimizer)
+        self.train_model = dataclasses.replace(self.model, unet=self.unet)  # DDP-wrapped UNet for gradients
+        self.prompt_sources = [build_prompt_source(t.prompts) for t in cfg.tasks]
+        self.rewards = [build_reward(t.reward) for t in cfg.tasks]
+        self.trackers = [PerPromptStatTracker() for _ in cfg.tasks]
+        self.pretrain = (build_pretrain_source(cfg.pretrain.dataset, model_image_size(self.model), cfg.train.seed)
+                         if cfg.pretrain.enabled else None)
+        self.eval_rewards = {r.name: r for r in map(build_reward, cfg.eval.rewards)}
+        self.iteration = 0
+        self.logger = None
+        if self.is_main:
+            from rlsd.recording import RunLogger
+
+            Path(cfg.log.run_dir).mkdir(parents=True, exist_ok=True)
+            cfg.save(Path(cfg.log.run_dir) / "config.yaml")
+            self.logger = RunLogger(cfg.log.run_dir)
+
+    # ----------------------------------------------------------------------------------------- sampling
+    def _autocast(self) -> Any:
+        return self.accelerator.autocast() if self.cfg.train.mixed_precision != "no" else contextlib.nullcontext()
+
+    def collect(self, task_index: int, iteration: int) -> TaskBatch:
+        """Sample, score and normalise one task's batch; returns this rank's share (see ``TaskBatch``)."""
+        cfg, task = self.cfg, self.cfg.tasks[task_index]
+        k, n_prompts = task.group_size, cfg.sample.num_prompts_per_iter
+        prompts = self.prompt_sources[task_index].next_batch(n_prompts)  # same global prompts on every rank
+        local = dist.local_slice(n_prompts * k, self.rank, self.world, name="sample.num_prompts_per_iter")
+        offset = sum(cfg.sample.num_prompts_per_iter * t.group_size for t in cfg.tasks[:task_index])
+        gens = dist.slot_generators(cfg.train.seed, iteration, range(offset + local.start, offset + local.stop))
+        local_prompts = [prompts[i // k] for i in range(local.start, local.stop)]
+        with self._autocast():
+            traj = sample_slots(self.model, local_prompts, gens, num_steps=cfg.sample.num_steps,
+                                guidance_scale=cfg.sample.guidance_scale, eta=cfg.sample.eta)
+        metadata = [{"group": i // k, "prompt": prompts[i // k]} for i in range(local.start, local.stop)]
+        rewards, info = self.rewards[task_index](traj.images, local_prompts, metadata)
+        rewards_all = dist.gather_tensor(self.accelerator, rewards.to(self.accelerator.device)).float().cpu()
+        check_finite_rewards(rewards_all, self.rewards[task_index].name, task.name)
+        group_ids = torch.arange(n_prompts * k) // k
+        advantages = normalize_advantages(
+            rewards_all, mode=cfg.train.advantage_mode, group_ids=group_ids,
+            prompts=[prompts[i // k] for i in range(n_prompts * k)], tracker=self.trackers[task_index],
+            clip=cfg.train.adv_clip)
+        return TaskBatch(traj, advantages[local], rewards_all, info)
+
+    # ----------------------------------------------------------------------------------------- training
+    def _sync_context(self, last: bool) -> Any:
+        """Skip DDP's gradient all-reduce on all but the last backward before an optimizer step."""
+        if last or self.world == 1 or not isinstance(self.unet, torch.nn.parallel.DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.unet.no_sync()
+
+    def _optimizer_step(self) -> float:
+        """Clip gradients, step, zero; returns the pre-clip global grad norm (0 if clipping is off)."""
+        norm = 0.0
+        if self.cfg.train.max_grad_norm > 0:
+            norm = float(self.accelerator.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def policy_step(self, batches: list[TaskBatch], j: int) -> dict[str, float]:
+        """One optimizer step on all tasks' local batches re-scored at step index ``j``."""
+        cfg = self.cfg
+        pieces = [(ti, rows) for ti, b in enumerate(batches)
+                  for rows in _chunks(len(b.trajectory.prompts), cfg.train.grad_accumulation)]
+        log_probs, olds, loss_sum = [], [], 0.0
+        for n, (ti, rows) in enumerate(pieces):
+            batch, weight = batches[ti], cfg.tasks[ti].weight
+            size = len(batch.trajectory.prompts)
+            with self._sync_context(last=n == len(pieces) - 1), self._autocast():
+                loss, log_prob, old = ppo_step_loss(
+                    self.train_model, batch.trajectory, batch.advantages, j, rows,
+                    guidance_scale=cfg.sample.guidance_scale, eta=cfg.sample.eta, clip_range=cfg.train.clip_range)
+                loss = loss * weight * (rows.stop - rows.start) / size
+                self.accelerator.backward(loss)
+            loss_sum += float(loss.detach())
+            log_probs.append(log_prob.float())
+            olds.append(old.float())
+        log_prob, old = torch.cat(log_probs), torch.cat(olds)
+        stats = ppo_diagnostics(log_prob, old, cfg.train.clip_range)
+        stats["ratio_abs_dev"] = float((log_prob - old).double().exp().sub(1).abs().max())
+        stats["loss"] = loss_sum
+        stats["grad_norm"] = self._optimizer_step()
+        return stats
+
+    def pretrain_step(self, iteration: int) -> dict[str, float]:
+        """L_pre: beta * denoising loss on this rank's slice of a global image-caption batch, then a step."""
+        n = self.cfg.pretrain.batch_size
+        images, captions = self.pretrain.next_batch(n)
+        gen = shared_generator(self.cfg.train.seed, iteration, PRETRAIN_STREAM)
+        size = self.model.sample_size
+        timesteps = torch.randint(self.model.scheduler.config.num_train_timesteps, (n,), generator=gen)
+        noise = torch.randn((n, self.model.latent_channels, size, size), generator=gen)
+        local = dist.local_slice(n, self.rank, self.world, name="pretrain.batch_size")
+        vae_gen = dist.rank_generator(self.cfg.train.seed, iteration, self.rank)
+        with self._autocast():
+            loss = denoising_loss(self.train_model, images[local], captions[local], vae_gen,
+                                  noise=noise[local], timesteps=timesteps[local])
+            self.accelerator.backward(loss * self.cfg.pretrain.beta)
+        return {"pretrain/loss": float(loss), "pretrain/grad_norm": self._optimizer_step()}
+
+    def step(self, iteration: int) -> dict[str, float]:
+        """One full RL iteration; returns its metrics (identical on every rank)."""
+        cfg, metrics, times = self.cfg, {}, {}
+        t0 = time.perf_counter()
+        batches = [self.collect(i, iteration) for i in range(len(cfg.tasks))]
+        times["sample_reward"] = time.perf_counter() - t0
+        for task, batch in zip(cfg.tasks, batches):
+            metrics[f"reward/{task.name}/mean"] = float(batch.rewards.mean())
+            metrics[f"reward/{task.name}/std"] = float(batch.rewards.std()) if batch.rewards.numel() > 1 else 0.0
+        t1 = time.perf_counter()
+        step_stats = []
+        for epoch in range(cfg.train.inner_epochs):
+            gen = shared_generator(cfg.train.seed, iteration * cfg.train.inner_epochs + epoch, TIMESTEP_STREAM)
+            for j in choose_timesteps(cfg.sample.num_steps, cfg.train.timesteps_per_iter, gen):
+                step_stats.append(self.policy_step(batches, j))
+        first_dev = dist.all_reduce_mean(self.accelerator, torch.tensor([step_stats[0]["ratio_abs_dev"]],
+                                                                       device=self.accelerator.device))
+        metrics["ppo/ratio_first_abs_dev"] = float(first_dev)
+        if metrics["ppo/ratio_first_abs_dev"] > RATIO_TOLERANCE:
+            warnings.warn(f"iteration {iteration}: first re-scored ratio deviates from 1 by "
+                          f"{metrics['ppo/ratio_first_abs_dev']:.3g} (> {RATIO_TOLERANCE}); sampling and re-scoring "
+                          "disagree (check mixed precision / nondeterministic kernels).", stacklevel=2)
+        for key in step_stats[0]:
+            if key != "ratio_abs_dev":
+                metrics[f"ppo/{key}"] = sum(s[key] for s in step_stats) / len(step_stats)
+        times["train"] = time.perf_counter() - t1
+        if self.pretrain is not None:
+            t2 = time.perf_counter()
+            metrics.update(self.pretrain_step(iteration))
+            times["pretrain"] = time.perf_counter() - t2
+        metrics["train/lr"] = self.optimizer.param_groups[0]["lr"]
+        self.lr_scheduler.step()
+        total = time.perf_counter() - t0
+        num_samples = cfg.sample.num_prompts_per_iter * sum(t.group_size for t in cfg.tasks)
+        metrics["perf/samples_per_s"] = num_samples / total
+        metrics.update({f"time/{k}_s": v for k, v in times.items()})
+        self._last_images = batches[0].trajectory.images
+        return metrics
+
+    # ------------------------------------------------------------------------------ loop, eval, checkpoint
+    def train(self, resume: str | Path | None = None) -> dict[str, float]:
+        """Run until ``train.iterations``; ``resume`` = checkpoint folder or "auto" (latest in run_dir)."""
+        from rlsd.trainer_state import load_trainer_state, save_trainer_state
+
+        if resume is not None:
+            load_trainer_state(self, resume)
+        cfg, metrics = self.cfg, {}
+        bar = tqdm(range(self.iteration, cfg.train.iterations), disable=not (self.is_main and cfg.log.progress),
+                   desc="rl iterations")
+        for it in bar:
+            metrics = self.step(it)
+            self.iteration = it + 1
+            if cfg.eval.every and (self.iteration % cfg.eval.every == 0 or self.iteration == cfg.train.iterations):
+                metrics.update(self.evaluate())
+            self._log(metrics, it)
+            if cfg.log.checkpoint_every and self.iteration % cfg.log.checkpoint_every == 0 \
+                    or self.iteration == cfg.train.iterations:
+                save_trainer_state(self)
+            bar.set_postfix({k.split("/")[1]: round(v, 3) for k, v in metrics.items() if k.endswith("/mean")})
+        dist.wait_for_everyone(self.accelerator)
+        if self.is_main and cfg.log.export:
+            export_policy(self.model, Path(cfg.log.run_dir) / "export")
+        if self.logger is not None:
+            self.logger.close()
+        dist.wait_for_everyone(self.accelerator)
+        return metrics
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out evaluation on the main process (fixed prompts and seeds); metrics under ``eval/``."""
+        from rlsd.evaluation import evaluate
+
+        out: dict[str, float] = {}
+        if self.is_main and self.cfg.eval.prompts:
+            with self._autocast():
+                result = evaluate(self.model, list(self.cfg.eval.prompts), list(self.cfg.eval.seeds),
+                                  self.eval_rewards, num_steps=self.cfg.sample.num_steps,
+                                  guidance_scale=self.cfg.sample.guidance_scale, eta=self.cfg.sample.eta)
+            out = {f"eval/{k}": v for k, v in result.summary.items()}
+            self._eval_images = result.images
+        dist.wait_for_everyone(self.accelerator)
+        return out
+
+    def _log(self, metrics: dict[str, float], it: int) -> None:
+        if self.logger is None:
+            return
+        if it % self.cfg.log.log_every == 0 or self.iteration == self.cfg.train.iterations:
+            self.logger.log_scalars(metrics, step=self.iteration)
+        every = self.cfg.log.image_every
+        if every and (self.iteration % every == 0 or self.iteration == self.cfg.train.iterations):
+            self.logger.log_images("samples/train", self._last_images, step=self.iteration)
+            if getattr(self, "_eval_images", None) is not None:
+                self.logger.log_images("samples/eval", self._eval_images, step=self.iteration)
+
+
+def _chunks(n: int, parts: int) -> list[slice]:
+    """Split ``range(n)`` into ``min(parts, n)`` contiguous, near-equal slices."""
+    parts = max(1, min(parts, n))
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
