@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 # Lower bound on std used only inside the log-density (eta == 0 or a zero-variance final step).
 _MIN_STD = 1e-12
+Generators = torch.Generator | list[torch.Generator] | None  # one generator, or one per sample
 
 
 @dataclass
@@ -102,11 +103,21 @@ def _pred_x0_eps(scheduler: Any, model_output: Tensor, sample: Tensor, a_t: Tens
     return x0, eps
 
 
-def _randn_like(ref: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like ``ref``, drawn on the generator's device, returned on ``ref``'s."""
-    device = generator.device if generator is not None else ref.device
-    noise = torch.randn(ref.shape, generator=generator, device=device, dtype=torch.float32)
-    return noise.to(ref.device)
+def randn(shape: tuple[int, ...], generator: Generators, device: torch.device | str) -> Tensor:
+    """Standard normal float32 noise of ``shape = (B, ...)`` on ``device``.
+
+    ``generator`` may be None, one ``torch.Generator`` (noise drawn on its device), or a list of ``B``
+    generators: row i is then drawn from ``generator[i]`` alone, so a sample's noise does not depend on
+    which other samples share its batch.
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}; pass one per sample.")
+        rows = [torch.randn(shape[1:], generator=g, device=g.device, dtype=torch.float32).to(device)
+                for g in generator]
+        return torch.stack(rows)
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32).to(device)
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -127,7 +138,7 @@ def ddim_step_with_logprob(
     timestep: int | Tensor,
     sample: Tensor,
     eta: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     prev_sample: Tensor | None = None,
 ) -> StepOutput:
     """One DDIM step (identical to ``DDIMScheduler.step``) that also returns the step's log-probability.
@@ -139,7 +150,8 @@ def ddim_step_with_logprob(
         sample: ``(B, C, H, W)`` x_t.
         eta: DDIM noise weight; the log-prob needs ``eta > 0`` (for ``eta == 0`` the std is clamped
             to 1e-12 inside the log-density, so ``log_prob`` is finite but meaningless).
-        generator: RNG for the step noise (used only when ``prev_sample`` is None).
+        generator: RNG for the step noise (used only when ``prev_sample`` is None): one generator or a
+            list of ``B`` (see ``randn``).
         prev_sample: ``(B, C, H, W)`` x_{t-1} to score instead of sampling; returned unchanged.
 
     Returns:
@@ -157,7 +169,7 @@ def ddim_step_with_logprob(
     mean = a_prev.sqrt() * x0 + direction
 
     if prev_sample is None:
-        noise = _randn_like(mean, generator)
+        noise = randn(tuple(mean.shape), generator, mean.device)
         prev_sample = (mean + std * noise).to(sample.dtype)
     elif prev_sample.shape != sample.shape:
         raise ValueError(f"prev_sample has shape {tuple(prev_sample.shape)}; expected {tuple(sample.shape)}.")
@@ -220,14 +232,13 @@ def guided_model_output(
     return uncond + guidance_scale * (cond - uncond)
 
 
-def _initial_latents(model: "T2IModel", batch: int, generator: torch.Generator | None) -> Tensor:
+def _initial_latents(model: "T2IModel", batch: int, generator: Generators) -> Tensor:
     """x_T ~ N(0, I) * init_noise_sigma, ``(B, C, h, w)``, drawn on the generator's device."""
     size = model.sample_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     shape = (batch, model.latent_channels, h, w)
-    device = generator.device if generator is not None else model.device
-    latents = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
-    return (latents.to(model.device) * model.scheduler.init_noise_sigma).to(model.dtype)
+    latents = randn(shape, generator, model.device)
+    return (latents * model.scheduler.init_noise_sigma).to(model.dtype)
 
 
 @torch.no_grad()
@@ -238,7 +249,7 @@ def sample_trajectories(
     num_steps: int = 50,
     guidance_scale: float = 7.0,
     eta: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     negative_prompt_embeds: Tensor | None = None,
     prompt_embeds: Tensor | None = None,
     progress: bool = False,
@@ -247,7 +258,8 @@ def sample_trajectories(
 
     Calls ``model.scheduler.set_timesteps(num_steps)`` (the scheduler keeps that state for ``rescore_step``).
     The unconditional embedding defaults to the encoding of ``""``; ``prompt_embeds`` ``(B, L, D)``
-    overrides encoding ``prompts``. See ``Trajectory`` for the returned shapes.
+    overrides encoding ``prompts``. ``generator``: one ``torch.Generator`` or a list of ``B`` (sample i then
+    draws x_T and all its step noise from ``generator[i]`` only). See ``Trajectory`` for the returned shapes.
     """
     prompts = list(prompts)
     batch = len(prompts)

@@ -166,3 +166,15 @@ def test_no_cfg_when_guidance_scale_at_most_one() -> None:
     out = rescore_step(model, traj.latents[:, 0], traj.latents[:, 1], traj.timesteps[0], traj.prompt_embeds,
                        torch.randn_like(traj.prompt_embeds), guidance_scale=1.0, eta=1.0)
     torch.testing.assert_close(out.log_prob, traj.log_probs[:, 0], atol=1e-6, rtol=0)
+
+
+def test_per_sample_generators_make_samples_batch_independent() -> None:
+    model = tiny_pixel_model(seed=0)
+    kw = dict(num_steps=3, guidance_scale=3.0, eta=1.0)
+    gens = [torch.Generator().manual_seed(s) for s in (11, 12, 13)]
+    batch = sample_trajectories(model, ["x", "y", "z"], generator=gens, **kw)
+    alone = sample_trajectories(model, ["z"], generator=[torch.Generator().manual_seed(13)], **kw)
+    torch.testing.assert_close(batch.latents[2:], alone.latents, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batch.log_probs[2:], alone.log_probs, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="generators"):
+        sample_trajectories(model, ["x", "y"], generator=gens, **kw)
