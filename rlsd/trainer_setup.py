@@ -17,9 +17,16 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 def make_accelerator(cfg: RLConfig) -> Any:
     """``accelerate.Accelerator`` with the config's mixed precision (CPU when no CUDA device is visible)."""
+    import os
+
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise ValueError(f"{launched} processes were launched but accelerate sees {accelerator.num_processes}; on a "
+                         "CPU-only machine set ACCELERATE_USE_CPU=1 (see configs/accelerate/cpu_2proc.yaml).")
+    return accelerator
 
 
 def load_policy(cfg: ModelConfig, *, seed: int, device: torch.device | str) -> T2IModel:

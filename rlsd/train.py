@@ -1,0 +1,97 @@
+"""Command line: ``python -m rlsd.train --config configs/X.yaml [key=value ...] [--resume auto|PATH]``.
+
+Multi-process: ``accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m rlsd.train ...``; on CPU
+``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no
+--dynamo_backend no -m rlsd.train ...`` (``--cpu --num_processes 2`` starts only one process).
+
+Bad input (invalid config value, batch not divisible by the world size, missing model folder, NaN reward)
+prints one line ``error: ...`` on stderr and exits with code 2; set ``RLSD_DEBUG=1`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m rlsd.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/shapes_joint.yaml")
+    parser.add_argument("--resume", default=None, help="'auto' (latest checkpoint in log.run_dir) or a checkpoint path")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-5 tasks.0.group_size=8")
+    return parser.parse_args(argv)
+
+
+def run(config: str | Path, overrides: list[str] | tuple[str, ...] = (), resume: str | None = None) -> Path:
+    """Train in this process (one rank, or one rank of an ``accelerate launch``); returns the run dir."""
+    from rlsd.config import load_config
+    from rlsd.trainer import RLTrainer
+
+    cfg = load_config(config, list(overrides))
+    RLTrainer(cfg).train(resume=resume)
+    return Path(cfg.log.run_dir)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch_command(config: str | Path, overrides: list[str] | tuple[str, ...] = (), *, num_processes: int = 2,
+                   resume: str | None = None, cpu: bool | None = None) -> tuple[list[str], dict[str, str]]:
+    """``accelerate launch`` argv and environment for ``num_processes`` local processes (CPU: gloo)."""
+    import torch
+
+    cpu = (not torch.cuda.is_available()) if cpu is None else cpu
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "-m", "rlsd.train", "--config", str(config), *overrides]
+    if resume is not None:
+        cmd += ["--resume", str(resume)]
+    env = dict(os.environ, ACCELERATE_USE_CPU="1") if cpu else dict(os.environ)
+    return cmd, env
+
+
+def launch(config: str | Path, overrides: list[str] | tuple[str, ...] = (), *, num_processes: int = 1,
+           resume: str | None = None) -> Path:
+    """Train with ``num_processes`` ranks: in this process for 1, else an ``accelerate launch`` subprocess.
+
+    Returns the run dir; raises RuntimeError with the subprocess's last error line when it fails.
+    """
+    if num_processes <= 1:
+        return run(config, overrides, resume)
+    from rlsd.config import load_config
+
+    cfg = load_config(config, list(overrides))
+    cfg.validate(world_size=num_processes)
+    cmd, env = launch_command(config, overrides, num_processes=num_processes, resume=resume)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] or proc.stderr.splitlines()[-1:]
+        raise RuntimeError(f"accelerate launch exited with {proc.returncode}: {lines[-1] if lines else ''}")
+    return Path(cfg.log.run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args.config, args.overrides, args.resume)
+    except (ValueError, FileNotFoundError) as err:
+        if os.environ.get("RLSD_DEBUG"):
+            raise
+        message = " ".join(str(err).split())
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
