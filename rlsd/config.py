@@ -3,8 +3,8 @@
 Sizes (per task, per iteration):
 
 ====================================  ==================================================================
-global prompts                        ``sample.num_prompts_per_iter``
-global samples                        ``sample.num_prompts_per_iter * task.group_size``
+global prompts                        ``task.num_prompts`` or ``sample.num_prompts_per_iter`` (``task_prompts(i)``)
+global samples                        ``task_prompts(i) * task.group_size`` (``task_samples(i)``)
 prompts per rank                      ``sample.prompts_per_rank(world_size)`` (must divide evenly)
 samples per rank                      ``prompts_per_rank * task.group_size`` (a prompt group never spans ranks)
 optimizer steps per iteration         ``train.timesteps_per_iter * train.inner_epochs`` (+1 if L_pre enabled)
@@ -54,14 +54,14 @@ class SampleConfig:
     num_prompts_per_iter: int = 16
     """Global number of prompts per task per iteration (all ranks together); each is sampled group_size times."""
 
-    def prompts_per_rank(self, world_size: int) -> int:
+    def prompts_per_rank(self, world_size: int, num_prompts: int = 0, field_name: str = "") -> int:
         """Prompts each rank samples per task; raises ValueError unless world_size divides the global count."""
-        if world_size < 1 or self.num_prompts_per_iter % world_size != 0:
-            raise ValueError(
-                f"sample.num_prompts_per_iter={self.num_prompts_per_iter} is not divisible by the world size "
-                f"{world_size}; set sample.num_prompts_per_iter to a multiple of {world_size}."
-            )
-        return self.num_prompts_per_iter // world_size
+        n = num_prompts or self.num_prompts_per_iter
+        name = field_name or "sample.num_prompts_per_iter"
+        if world_size < 1 or n % world_size != 0:
+            raise ValueError(f"{name}={n} is not divisible by the world size {world_size}; set {name} to a "
+                             f"multiple of {world_size}.")
+        return n // world_size
 
 
 @dataclass
@@ -110,6 +110,8 @@ class TaskConfig:
     """Reward spec for rlsd.rewards.build_reward: "name" | {name: .., kwargs} | {combine: [...]}."""
     group_size: int = 1
     """K images per prompt; groups stay on one rank (needed by distribution-level rewards)."""
+    num_prompts: int = 0
+    """Global prompts per iteration for this task (0 = sample.num_prompts_per_iter); samples = num_prompts * K."""
     weight: float = 1.0
     """Multiplier of this task's PPO loss in the joint objective."""
 
@@ -202,6 +204,7 @@ class RLConfig:
         ]
         for i, task in enumerate(self.tasks):
             checks.append((task.group_size >= 1, f"tasks.{i}.group_size", "must be >= 1"))
+            checks.append((task.num_prompts >= 0, f"tasks.{i}.num_prompts", "must be >= 0 (0 = sample default)"))
             checks.append((task.weight >= 0, f"tasks.{i}.weight", "must be >= 0"))
         if self.train.advantage_mode == "group":
             checks += [(t.group_size >= 2, f"tasks.{i}.group_size", "must be >= 2 with train.advantage_mode=group")
@@ -214,10 +217,21 @@ class RLConfig:
             raise ValueError(f"tasks.*.name must be unique, got {names}; rename the duplicate tasks.")
         if world_size is not None:
             self.sample.prompts_per_rank(world_size)
+            for i, task in enumerate(self.tasks):
+                if task.num_prompts:
+                    self.sample.prompts_per_rank(world_size, task.num_prompts, f"tasks.{i}.num_prompts")
             if self.pretrain.enabled and self.pretrain.batch_size % world_size:
                 raise ValueError(f"pretrain.batch_size={self.pretrain.batch_size} is not divisible by the world size "
                                  f"{world_size}; set pretrain.batch_size to a multiple of {world_size}.")
         return self
+
+    def task_prompts(self, index: int) -> int:
+        """Global prompts per iteration of task ``index``."""
+        return self.tasks[index].num_prompts or self.sample.num_prompts_per_iter
+
+    def task_samples(self, index: int) -> int:
+        """Global samples per iteration of task ``index`` (prompts x group_size)."""
+        return self.task_prompts(index) * self.tasks[index].group_size
 
     def to_dict(self) -> dict:
         """Plain nested dict (YAML-serialisable)."""

@@ -78,10 +78,10 @@ class RLTrainer:
     def collect(self, task_index: int, iteration: int) -> TaskBatch:
         """Sample, score and normalise one task's batch; returns this rank's share (see ``TaskBatch``)."""
         cfg, task = self.cfg, self.cfg.tasks[task_index]
-        k, n_prompts = task.group_size, cfg.sample.num_prompts_per_iter
+        k, n_prompts = task.group_size, cfg.task_prompts(task_index)
         prompts = self.prompt_sources[task_index].next_batch(n_prompts)  # same global prompts on every rank
-        local = dist.local_slice(n_prompts * k, self.rank, self.world, name="sample.num_prompts_per_iter")
-        offset = sum(cfg.sample.num_prompts_per_iter * t.group_size for t in cfg.tasks[:task_index])
+        local = dist.local_slice(n_prompts * k, self.rank, self.world, name=f"tasks.{task_index}.num_prompts")
+        offset = sum(cfg.task_samples(i) for i in range(task_index))
         gens = dist.slot_generators(cfg.train.seed, iteration, range(offset + local.start, offset + local.stop))
         local_prompts = [prompts[i // k] for i in range(local.start, local.stop)]
         with self._autocast():
@@ -188,7 +188,7 @@ class RLTrainer:
         metrics["train/lr"] = self.optimizer.param_groups[0]["lr"]
         self.lr_scheduler.step()
         total = time.perf_counter() - t0
-        num_samples = cfg.sample.num_prompts_per_iter * sum(t.group_size for t in cfg.tasks)
+        num_samples = sum(cfg.task_samples(i) for i in range(len(cfg.tasks)))
         metrics["perf/samples_per_s"] = num_samples / total
         metrics.update({f"time/{k}_s": v for k, v in times.items()})
         self._last_images = batches[0].trajectory.images
