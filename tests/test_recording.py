@@ -1,0 +1,132 @@
+"""rlsd.recording: CSV + tensorboard, resume truncation, image grids, save_figure sidecar."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from rlsd.recording import RunLogger, image_grid, read_metrics, save_figure  # noqa: E402
+
+
+def test_scalars_go_to_csv_and_tensorboard(tmp_path):
+    cfg = {"train": {"lr": 2e-6, "clip_range": 1e-4, "folder": Path("/x")}, "tasks": ("a", "b")}
+    with RunLogger(tmp_path, config=cfg) as log:
+        log.log_scalars(0, {"loss/ppo": 0.5, "reward/count/mean": torch.tensor(0.25)})
+        log.log_scalars(1, {"loss/ppo": 0.4, "ppo/clipfrac": 0.1, "lr": 2e-6})
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == {
+        "train": {"lr": 2e-6, "clip_range": 1e-4, "folder": "/x"},
+        "tasks": ["a", "b"],
+    }
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    wide = read_metrics(tmp_path)
+    assert list(wide.index) == [0, 1]
+    assert set(wide.columns) == {"loss/ppo", "reward/count/mean", "ppo/clipfrac", "lr"}
+    assert wide.loc[1, "loss/ppo"] == pytest.approx(0.4)
+    assert wide.loc[0, "reward/count/mean"] == pytest.approx(0.25)
+    assert np.isnan(wide.loc[0, "ppo/clipfrac"])
+    assert wide.loc[1, "lr"] == 2e-6  # repr keeps full precision
+
+
+def test_tensorboard_holds_the_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with RunLogger(tmp_path) as log:
+        for step in range(3):
+            log.log_scalars(step, {"loss/ppo": float(step)})
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("loss/ppo")] == [0.0, 1.0, 2.0]
+
+
+def test_resume_truncates_and_appends(tmp_path):
+    with RunLogger(tmp_path) as log:
+        for step in range(5):
+            log.log_scalars(step, {"loss/ppo": float(step)})
+    with RunLogger(tmp_path, resume_step=2) as log:  # crashed after step 4, resumed from checkpoint 2
+        for step in (3, 4):
+            log.log_scalars(step, {"loss/ppo": 10.0 + step})
+    long = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert long[0] == "step,key,value" and len(long) == 1 + 5  # no duplicated rows
+    assert read_metrics(tmp_path)["loss/ppo"].tolist() == [0.0, 1.0, 2.0, 13.0, 14.0]
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()  # reads both event files; the purge event drops the stale steps 3 and 4
+    assert [(e.step, e.value) for e in acc.Scalars("loss/ppo")] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 13.0), (4, 14.0)]
+
+
+def test_disabled_logger_writes_nothing(tmp_path):
+    run = tmp_path / "run"
+    log = RunLogger(run, enabled=False, config={"a": 1})
+    log.log_scalars(0, {"x": 1.0})
+    assert log.log_images(0, torch.zeros(1, 3, 4, 4)) is None
+    log.close()
+    assert not run.exists()
+
+
+def test_log_images_writes_grid_and_captions(tmp_path):
+    images = torch.zeros(3, 3, 8, 8)
+    images[1, 0] = 1.0  # a red image
+    with RunLogger(tmp_path, tensorboard=False) as log:
+        out = log.log_images(7, images, captions=["a", "b", "c"], tag="eval/samples")
+    assert out == tmp_path / "images" / "eval_samples_000007.png"
+    png = np.asarray(Image.open(out))
+    assert png.shape == (2 + 2 * 10, 2 + 2 * 10, 3)  # ceil(sqrt(3)) = 2 per row
+    assert png[2:10, 12:20].tolist() == [[[255, 0, 0]] * 8] * 8
+    assert out.with_suffix(".txt").read_text() == "a\nb\nc\n"
+
+
+def test_image_grid_layout_and_errors():
+    imgs = torch.rand(5, 3, 4, 6)
+    grid = image_grid(imgs, nrow=5, padding=1)
+    assert grid.shape == (6, 1 + 5 * 7, 3) and grid.dtype == np.uint8
+    expected = (imgs[4].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    assert np.array_equal(grid[1:5, 29:35], expected)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        image_grid(torch.rand(3, 4, 4))
+
+
+def _figure():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    return fig
+
+
+def test_save_figure_outside_repo(tmp_path):
+    fig = _figure()
+    paths = save_figure(fig, "curve", params={"lr": 2e-6, "seed": 0}, data_source="runs/x", out_dir=tmp_path)
+    plt.close(fig)
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["pdf"].read_bytes()[:5] == b"%PDF-"
+    meta = json.loads(paths["json"].read_text())
+    assert meta["git_commit"] == "unknown" and meta["git_dirty"] is None
+    assert meta["params"] == {"lr": 2e-6, "seed": 0} and meta["data_source"] == "runs/x"
+    assert meta["files"] == ["curve.png", "curve.pdf"] and "created_utc" in meta
+
+
+def test_save_figure_records_commit(tmp_path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "f.txt").write_text("x")
+    subprocess.run([*git, "add", "f.txt"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    fig = _figure()
+    meta_path = save_figure(fig, "f", params={}, data_source="d", out_dir=tmp_path / "figures")["json"]
+    plt.close(fig)
+    meta = json.loads(meta_path.read_text())
+    assert re.fullmatch(r"[0-9a-f]{40}", meta["git_commit"]) and meta["git_commit"] == head
+    assert meta["git_dirty"] is False
