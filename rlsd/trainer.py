@@ -153,7 +153,7 @@ class RLTrainer:
             loss = denoising_loss(self.train_model, images[local], captions[local], vae_gen,
                                   noise=noise[local], timesteps=timesteps[local])
             self.accelerator.backward(loss * self.cfg.pretrain.beta)
-        return {"pretrain/loss": float(loss), "pretrain/grad_norm": self._optimizer_step()}
+        return {"pretrain/loss": float(loss.detach()), "pretrain/grad_norm": self._optimizer_step()}
 
     def step(self, iteration: int) -> dict[str, float]:
         """One full RL iteration; returns its metrics (identical on every rank)."""

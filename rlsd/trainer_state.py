@@ -11,16 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rlsd import distributed as dist
 from rlsd.trainer_setup import load_trainable_state_dict, trainable_state_dict
 
 
 def trainer_state(trainer: Any) -> dict:
     """The resumable state of ``trainer`` as a dict of tensors / plain values."""
-    unet = trainer.accelerator.unwrap_model(trainer.unet)
+    from rlsd.checkpoint import capture_rng_state
+
     return {
         "iteration": trainer.iteration,
-        "unet": trainable_state_dict(unet),
+        "rng": capture_rng_state(),
         "optimizer": trainer.optimizer.state_dict(),
         "lr_scheduler": trainer.lr_scheduler.state_dict(),
         "prompt_sources": [s.state_dict() for s in trainer.prompt_sources],
@@ -31,8 +31,10 @@ def trainer_state(trainer: Any) -> dict:
 
 
 def restore_trainer_state(trainer: Any, state: dict) -> None:
-    """Inverse of :func:`trainer_state` (in place)."""
-    load_trainable_state_dict(trainer.accelerator.unwrap_model(trainer.unet), state["unet"])
+    """Inverse of :func:`trainer_state` plus the weights in ``state["model_state"]`` (in place)."""
+    from rlsd.checkpoint import restore_rng_state
+
+    load_trainable_state_dict(trainer.accelerator.unwrap_model(trainer.unet), state["model_state"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.lr_scheduler.load_state_dict(state["lr_scheduler"])
     if len(state["prompt_sources"]) != len(trainer.prompt_sources):
@@ -45,20 +47,17 @@ def restore_trainer_state(trainer: Any, state: dict) -> None:
     if trainer.pretrain is not None and state.get("pretrain") is not None:
         trainer.pretrain.load_state_dict(state["pretrain"])
     trainer.iteration = int(state["iteration"])
-
-
-def checkpoint_root(trainer: Any) -> Path:
-    return Path(trainer.cfg.log.run_dir) / "checkpoints"
+    restore_rng_state(state["rng"])
 
 
 def save_trainer_state(trainer: Any) -> None:
-    """Write ``run_dir/checkpoints/iter_XXXXXX`` atomically on the main process (all ranks hold equal state)."""
-    from rlsd.checkpoint import save_checkpoint
+    """Write ``run_dir/checkpoints/iter_XXXXXX`` atomically (main process writes; all ranks hold equal state)."""
+    from rlsd.checkpoint import checkpoint_dir, save_checkpoint
 
-    if trainer.is_main:
-        save_checkpoint(checkpoint_root(trainer), trainer.iteration, trainer_state(trainer),
-                        keep_last=trainer.cfg.log.keep_last)
-    dist.wait_for_everyone(trainer.accelerator)
+    unet = trainer.accelerator.unwrap_model(trainer.unet)
+    save_checkpoint(checkpoint_dir(trainer.cfg.log.run_dir, trainer.iteration), trainer_state(trainer),
+                    model_state=trainable_state_dict(unet), accelerator=trainer.accelerator,
+                    keep_last=trainer.cfg.log.keep_last)
 
 
 def load_trainer_state(trainer: Any, where: str | Path) -> None:
@@ -66,7 +65,7 @@ def load_trainer_state(trainer: Any, where: str | Path) -> None:
     from rlsd.checkpoint import latest_checkpoint, load_checkpoint
 
     if str(where) == "auto":
-        path = latest_checkpoint(checkpoint_root(trainer))
+        path = latest_checkpoint(trainer.cfg.log.run_dir)
         if path is None:
             return
     else:

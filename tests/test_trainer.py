@@ -1,0 +1,97 @@
+"""RLTrainer on a tiny pixel-space model: ratio == 1 before any update, bit-identical resume, LoRA, NaN rewards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlsd.config import load_config
+from rlsd.rewards import Reward, register_reward
+from rlsd.trainer import RLTrainer
+from rlsd.trainer_setup import trainable_state_dict
+
+torch.set_num_threads(1)  # tiny shapes: one thread is fastest on a shared 2-core machine
+
+
+def tiny_config(run_dir: Path, *extra: str):
+    """Tiny pixel model, 3 DDIM steps, 2 prompts x 2 images, 2 timesteps per iteration, L_pre on ShapesWorld."""
+    return load_config("configs/tiny_sd_smoke.yaml", [
+        "model.path=tiny-pixel", "sample.num_steps=3", "sample.num_prompts_per_iter=2", "tasks.0.group_size=2",
+        "train.timesteps_per_iter=2", "train.lr=1e-3", "train.clip_range=0.2", "train.iterations=4",
+        "pretrain.enabled=true", "pretrain.batch_size=2", "pretrain.dataset={name: shapesworld}",
+        f"log.run_dir={run_dir}", "log.image_every=0", "log.export=false", "log.progress=false",
+        "log.checkpoint_every=2", *extra])
+
+
+def unet_params(trainer: RLTrainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.unet.state_dict().items()}
+
+
+def test_first_rescore_ratio_is_one_and_weights_move(tmp_path: Path) -> None:
+    trainer = RLTrainer(tiny_config(tmp_path))
+    before = unet_params(trainer)
+    metrics = trainer.step(0)
+    assert metrics["ppo/ratio_first_abs_dev"] < 1e-5
+    assert metrics["ppo/grad_norm"] > 0 and metrics["pretrain/loss"] > 0
+    after = unet_params(trainer)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert {"reward/jpeg/mean", "ppo/approx_kl", "ppo/clipfrac", "train/lr", "perf/samples_per_s"} <= set(metrics)
+
+
+def test_resume_is_bit_identical(tmp_path: Path) -> None:
+    straight = RLTrainer(tiny_config(tmp_path / "a"))
+    straight.train()
+    first = RLTrainer(tiny_config(tmp_path / "b", "train.iterations=2"))
+    first.train()
+    del first  # "killed" after iteration 2; a fresh process-like trainer resumes from the checkpoint
+    resumed = RLTrainer(tiny_config(tmp_path / "b"))
+    resumed.train(resume="auto")
+    assert resumed.iteration == straight.iteration == 4
+    a, b = unet_params(straight), unet_params(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    opt_a, opt_b = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert opt_a.keys() == opt_b.keys()
+    for i in opt_a:
+        assert all(torch.equal(torch.as_tensor(opt_a[i][k]), torch.as_tensor(opt_b[i][k])) for k in opt_a[i])
+    assert straight.prompt_sources[0].state_dict() == resumed.prompt_sources[0].state_dict()
+    assert straight.pretrain.state_dict()["batch_index"] == resumed.pretrain.state_dict()["batch_index"]
+
+
+def test_lora_trains_only_adapters(tmp_path: Path) -> None:
+    trainer = RLTrainer(tiny_config(tmp_path, "model.use_lora=true", "model.lora_rank=2", "pretrain.enabled=false"))
+    trained = trainable_state_dict(trainer.model.unet)
+    assert trained and all("lora" in k for k in trained)
+    before = unet_params(trainer)
+    trainer.step(0)
+    after = unet_params(trainer)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all("lora" in k for k in changed)
+
+
+@register_reward("test_nan_reward")
+def _nan_reward() -> Reward:
+    class NanReward(Reward):
+        name = "test_nan_reward"
+
+        def score(self, images, prompts, metadata):
+            out = torch.zeros(images.shape[0])
+            out[0] = float("nan")
+            return out, {}
+
+    return NanReward()
+
+
+def test_nan_reward_names_reward_and_task(tmp_path: Path) -> None:
+    trainer = RLTrainer(tiny_config(tmp_path, "tasks.0.reward=test_nan_reward"))
+    with pytest.raises(ValueError, match=r"reward 'test_nan_reward' of task 'jpeg' returned NaN/inf for 1 of 4"):
+        trainer.step(0)
+
+
+def test_group_of_a_prompt_stays_together(tmp_path: Path) -> None:
+    trainer = RLTrainer(tiny_config(tmp_path, "sample.num_prompts_per_iter=2", "tasks.0.group_size=3"))
+    batch = trainer.collect(0, iteration=0)
+    prompts = batch.trajectory.prompts
+    assert len(prompts) == 6 and prompts[:3] == [prompts[0]] * 3 and prompts[3:] == [prompts[3]] * 3
+    assert batch.advantages.shape == (6,) and batch.rewards.shape == (6,)
