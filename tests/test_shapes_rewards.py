@@ -1,0 +1,97 @@
+"""ShapesWorld rewards (registry, detection, colour parity, gold, learned preference) and prompt sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rlsd.prompts import build_prompt_source
+from rlsd.rewards import build_reward
+from rlsd.shapes.grammar import COLOURS, parse
+from rlsd.shapes.render import render_batch
+from rlsd.shapes.scene import Scene, SceneObject, sample_scene
+
+PREFERENCE_DIR = Path(__file__).resolve().parents[1] / "data" / "shapesworld_preference"
+
+
+def _circles(colours: list[str | None]) -> torch.Tensor:
+    """One image per entry: a circle of that colour, or an empty canvas for None."""
+    scenes = [Scene((SceneObject("circle", c, (0.5, 0.5), 0.2),)) if c else Scene(()) for c in colours]
+    return torch.from_numpy(render_batch(scenes))
+
+
+def test_color_parity_matches_the_closed_form_per_group():
+    colours = ["red"] * 4 + list(COLOURS) + ["red", "red", "blue", None]
+    groups = [0] * 4 + [1] * 4 + [2] * 4
+    rewards, info = build_reward("shapes_color_parity")(_circles(colours), ["a circle"] * 12, [{"group": g} for g in groups])
+    # group 0: all red -> SP = (1 - 1/4)^2 + 3/16 = 3/4; group 1: balanced -> 0;
+    # group 2: empty image excluded, p = (2/3, 0, 1/3, 0) -> SP = (5/12)^2 + 1/16 + (1/12)^2 + 1/16
+    sp2 = (2 / 3 - 0.25) ** 2 + 0.25**2 + (1 / 3 - 0.25) ** 2 + 0.25**2
+    expected = torch.tensor([-0.75] * 4 + [0.0] * 4 + [-sp2] * 4)
+    assert torch.allclose(rewards, expected, atol=1e-6)
+    assert info["colour_bucket"].tolist() == [0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 2, -1]
+
+
+def test_color_parity_of_a_group_without_objects_is_the_maximum_penalty():
+    rewards, _ = build_reward("shapes_color_parity")(_circles([None, None]), ["a circle"] * 2, [{"group": 0}] * 2)
+    assert torch.allclose(rewards, torch.full((2,), -0.75))
+
+
+def test_detection_reward_with_and_without_relation():
+    scene = Scene((SceneObject("circle", "red", (0.25, 0.5), 0.13), SceneObject("square", "blue", (0.75, 0.5), 0.13)), "left of")
+    images = torch.from_numpy(render_batch([scene] * 2))
+    prompts = ["a red circle left of a blue square", "a red circle above a blue square"]
+    plain, info = build_reward("shapes_detection")(images, prompts, [{}] * 2)
+    strict, _ = build_reward({"name": "shapes_detection", "include_relation": True})(images, prompts, [{}] * 2)
+    assert plain.min() > 0.9 and info["relation_ok"].tolist() == [1.0, 0.0]
+    assert strict[0] > 0.9 and abs(strict[1] - 0.5 * plain[1]) < 1e-6
+
+
+def test_gold_reward_in_unit_interval():
+    rng = np.random.default_rng(0)
+    scenes = [sample_scene(parse("a green triangle"), rng, degradation=d) for d in (None, "blur")]
+    rewards, info = build_reward("shapes_gold")(torch.from_numpy(render_batch(scenes, rng)), ["a green triangle"] * 2, [{}] * 2)
+    assert rewards.shape == (2,) and 0 <= rewards.min() and rewards.max() <= 1 and rewards[0] > rewards[1]
+    assert {"sharpness", "cleanliness", "inside", "saturation", "match", "quality"} <= set(info)
+
+
+@pytest.mark.skipif(not (PREFERENCE_DIR / "model.safetensors").exists(), reason="shipped preference model missing")
+def test_shipped_preference_model_agrees_with_gold_on_heldout_pairs():
+    from rlsd.shapes.base_training import sha256_file
+    from rlsd.shapes.preference import agreement, load_preference_model, make_pairs
+
+    import json
+    manifest = json.loads((PREFERENCE_DIR / "MANIFEST.json").read_text())
+    assert all(sha256_file(PREFERENCE_DIR / f) == h for f, h in manifest["sha256"].items())
+    model = load_preference_model(PREFERENCE_DIR)
+    a, b, prompts, gold = make_pairs(300, seed=1234)  # a seed never used for training
+    assert agreement(model, a, b, prompts, gold) >= 0.90
+    rewards, _ = build_reward("shapes_preference")(torch.cat([a[:4], b[:4]]), prompts[:4] * 2, [{}] * 8)
+    assert rewards.shape == (8,) and torch.isfinite(rewards).all()
+
+
+def test_preference_reward_names_the_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        build_reward({"name": "shapes_preference", "model_dir": str(tmp_path)})
+
+
+def test_prompt_sources_cover_the_three_tasks_and_resume():
+    under = build_prompt_source({"name": "shapes_underspecified"})
+    assert set(under.next_batch(8)) == {"a circle", "a square", "a triangle", "a shape"}
+    train = build_prompt_source({"name": "shapes_compositional", "split": "train", "seed": 3})
+    held = build_prompt_source({"name": "shapes_compositional", "split": "eval"})
+    assert len(train) + len(held) == 660 and not set(train.prompts) & set(held.prompts)
+    assert all(parse(p).relation for p in held.prompts)
+    quality = build_prompt_source({"name": "shapes_quality"})
+    assert len(quality) == 20 and all(parse(p).relation is None for p in quality.prompts)
+    train.next_batch(5)
+    state = train.state_dict()
+    expected = train.next_batch(7)
+    again = build_prompt_source({"name": "shapes_compositional", "split": "train", "seed": 3})
+    again.load_state_dict(state)
+    assert again.next_batch(7) == expected
+    with pytest.raises(ValueError, match="split"):
+        build_prompt_source({"name": "shapes_compositional", "split": "test"})
