@@ -136,7 +136,7 @@ class SkinToneParityReward(DistributionReward):
     def score_group(self, images: Tensor, prompts: list[str], metadata: list[dict]) -> tuple[float, dict]:
         buckets, counts = self.image_buckets(images)
         sp = statistical_parity(buckets, self.num_buckets, exclude=NO_FACE)
-        return -sp, {"bucket": buckets.float(), "num_faces": counts, "statistical_parity": sp}
+        return 0.0 - sp, {"bucket": buckets.float(), "num_faces": counts, "statistical_parity": sp}
 
 
 @register_reward("skin_tone_parity")

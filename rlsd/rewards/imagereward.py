@@ -112,7 +112,9 @@ def _text_config(med_config: dict, encoder_width: int):
     keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
             "max_position_embeddings", "layer_norm_eps", "hidden_act", "pad_token_id")
     kwargs = {k: med_config[k] for k in keys if k in med_config}
-    return BlipTextConfig(**kwargs, encoder_hidden_size=encoder_width, is_decoder=True, hidden_dropout_prob=0.0,
+    vocab = kwargs.get("vocab_size", 30524)
+    special = {"bos_token_id": vocab - 2, "sep_token_id": 102 if vocab > 102 else None}  # [DEC] is the 2nd-last token in BLIP
+    return BlipTextConfig(**kwargs, **special, encoder_hidden_size=encoder_width, is_decoder=True, hidden_dropout_prob=0.0,
                           attention_probs_dropout_prob=0.0)
 
 
