@@ -95,3 +95,14 @@ def test_bogus_key_errors(ir_dir, tmp_path):
 def test_missing_files_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="has no ImageReward.pt; expected ImageReward.pt \\+ med_config.json"):
         ImageRewardReward(tmp_path)
+
+
+def test_padding_is_masked(ir_dir):
+    """Extra [PAD] tokens must not change the score: the text attention mask is honoured."""
+    reward = ImageRewardReward(ir_dir)
+    pixels = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    outs = []
+    for length in (35, 40):
+        tokens = reward.tokenizer(["a red cat"], padding="max_length", max_length=length, return_tensors="pt")
+        outs.append(reward.model(pixels, tokens["input_ids"], tokens["attention_mask"]))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)

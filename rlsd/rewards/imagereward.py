@@ -11,6 +11,9 @@ the image tokens in every layer (``BlipTextModel``, the transformers port of BLI
 the text [CLS] feature (768) -> MLP head 768-1024-128-64-16-1. Score ``(head - mean) / std`` with
 the official ``mean = 0.16717362830052426``, ``std = 1.0333394966054072``. Prompts: padding to
 ``max_length=35``, truncation. Images: short-side bicubic resize to 224, center crop, CLIP mean/std.
+The official code resizes a uint8 PIL image with PIL bicubic; we resize the float tensor with torch
+bicubic + antialias, so scores can differ from the official pipeline in the low decimals (not yet
+checked against the real weights: no hub access where this was written).
 
 Official key -> module key (every checkpoint key is consumed; anything else is an error)::
 
