@@ -211,14 +211,33 @@ def train(cfg: BaseTrainConfig, command: str | None = None) -> Path:
     return out
 
 
+def load_config_file(path: str | Path) -> dict:
+    """BaseTrainConfig fields from a YAML file; unknown keys raise ``ValueError``."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist; see configs/shapes_base.yaml for the format")
+    values = yaml.safe_load(path.read_text()) or {}
+    unknown = set(values) - set(asdict(BaseTrainConfig()))
+    if unknown:
+        raise ValueError(f"config file {path} has unknown keys {sorted(unknown)}; valid keys are the BaseTrainConfig fields")
+    return values
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = BaseTrainConfig()
-    for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    args = parser.parse_args(argv)
+    parser.add_argument("--config", default=None, help="YAML file of BaseTrainConfig fields (e.g. configs/shapes_base.yaml)")
+    pre, _ = parser.parse_known_args(argv)
+    defaults = asdict(BaseTrainConfig())
+    if pre.config is not None:
+        defaults.update(load_config_file(pre.config))
+    for name, value in defaults.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(BaseTrainConfig, name)), default=value)
+    args = vars(parser.parse_args(argv))
+    args.pop("config")
     command = "python -m rlsd.shapes.base_training " + " ".join(argv if argv is not None else sys.argv[1:])
-    out = train(BaseTrainConfig(**vars(args)), command=command)
+    out = train(BaseTrainConfig(**args), command=command)
     print(f"wrote {out}")
 
 
