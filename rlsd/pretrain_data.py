@@ -158,15 +158,17 @@ def denoising_loss(
     *,
     noise: Tensor | None = None,
     timesteps: Tensor | None = None,
+    unet: Any | None = None,
 ) -> Tensor:
     """Diffusion pretraining loss ``E ||target - unet(x_t, t, c)||^2`` (L_pre), with grad through the UNet.
 
     Args:
-        model: ``T2IModel`` (its ``unet`` may be a DDP wrapper).
+        model: ``T2IModel`` (encodes images and captions, holds the scheduler).
         images: ``(B, 3, H, W)`` in [0, 1]; captions: ``B`` strings.
         generator: draws timesteps ~ U{0..T_train-1} and noise ~ N(0, I) when they are not given.
         noise: ``(B, C, h, w)`` optional; timesteps: ``(B,)`` long optional (pass both to make the loss
             independent of how a global batch is split across ranks).
+        unet: the network to train (e.g. the DDP-wrapped UNet); defaults to ``model.unet``.
 
     Returns:
         Scalar float32 loss; the target is epsilon or v (``scheduler.config.prediction_type``).
@@ -188,6 +190,7 @@ def denoising_loss(
         target = scheduler.get_velocity(latents, noise, timesteps)
     else:
         raise ValueError(f"scheduler prediction_type {kind!r} is unsupported by L_pre; use epsilon or v_prediction.")
-    unet_dtype = next(model.unet.parameters()).dtype
-    pred = model.unet(noisy.to(unet_dtype), timesteps, encoder_hidden_states=embeds.to(unet_dtype)).sample
+    unet = model.unet if unet is None else unet
+    unet_dtype = next(unet.parameters()).dtype
+    pred = unet(noisy.to(unet_dtype), timesteps, encoder_hidden_states=embeds.to(unet_dtype)).sample
     return torch.nn.functional.mse_loss(pred.float(), target.float())

@@ -63,13 +63,8 @@ class RLTrainer:
                          if cfg.pretrain.enabled else None)
         self.eval_rewards = {r.name: r for r in map(build_reward, cfg.eval.rewards)}
         self.iteration = 0
-        self.logger = None
-        if self.is_main:
-            from rlsd.recording import RunLogger
-
-            Path(cfg.log.run_dir).mkdir(parents=True, exist_ok=True)
-            cfg.save(Path(cfg.log.run_dir) / "config.yaml")
-            self.logger = RunLogger(cfg.log.run_dir)
+        self.logger: Any = None  # RunLogger, opened by train()
+        self._times: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------------------- sampling
     def _autocast(self) -> Any:
@@ -84,11 +79,15 @@ class RLTrainer:
         offset = sum(cfg.task_samples(i) for i in range(task_index))
         gens = dist.slot_generators(cfg.train.seed, iteration, range(offset + local.start, offset + local.stop))
         local_prompts = [prompts[i // k] for i in range(local.start, local.stop)]
+        t0 = time.perf_counter()
         with self._autocast():
             traj = sample_slots(self.model, local_prompts, gens, num_steps=cfg.sample.num_steps,
                                 guidance_scale=cfg.sample.guidance_scale, eta=cfg.sample.eta)
+        t1 = time.perf_counter()
         metadata = [{"group": i // k, "prompt": prompts[i // k]} for i in range(local.start, local.stop)]
         rewards, info = self.rewards[task_index](traj.images, local_prompts, metadata)
+        self._times["sample"] = self._times.get("sample", 0.0) + t1 - t0
+        self._times["reward"] = self._times.get("reward", 0.0) + time.perf_counter() - t1
         rewards_all = dist.gather_tensor(self.accelerator, rewards.to(self.accelerator.device)).float().cpu()
         check_finite_rewards(rewards_all, self.rewards[task_index].name, task.name)
         group_ids = torch.arange(n_prompts * k) // k
@@ -150,17 +149,17 @@ class RLTrainer:
         local = dist.local_slice(n, self.rank, self.world, name="pretrain.batch_size")
         vae_gen = dist.rank_generator(self.cfg.train.seed, iteration, self.rank)
         with self._autocast():
-            loss = denoising_loss(self.train_model, images[local], captions[local], vae_gen,
-                                  noise=noise[local], timesteps=timesteps[local])
+            loss = denoising_loss(self.model, images[local], captions[local], vae_gen, noise=noise[local],
+                                  timesteps=timesteps[local], unet=self.unet)
             self.accelerator.backward(loss * self.cfg.pretrain.beta)
-        return {"pretrain/loss": float(loss.detach()), "pretrain/grad_norm": self._optimizer_step()}
+        return {"loss/pretrain": float(loss.detach()), "pretrain/grad_norm": self._optimizer_step()}
 
     def step(self, iteration: int) -> dict[str, float]:
         """One full RL iteration; returns its metrics (identical on every rank)."""
-        cfg, metrics, times = self.cfg, {}, {}
+        cfg, metrics = self.cfg, {}
+        self._times = times = {}
         t0 = time.perf_counter()
         batches = [self.collect(i, iteration) for i in range(len(cfg.tasks))]
-        times["sample_reward"] = time.perf_counter() - t0
         for task, batch in zip(cfg.tasks, batches):
             metrics[f"reward/{task.name}/mean"] = float(batch.rewards.mean())
             metrics[f"reward/{task.name}/std"] = float(batch.rewards.std()) if batch.rewards.numel() > 1 else 0.0
@@ -177,15 +176,16 @@ class RLTrainer:
             warnings.warn(f"iteration {iteration}: first re-scored ratio deviates from 1 by "
                           f"{metrics['ppo/ratio_first_abs_dev']:.3g} (> {RATIO_TOLERANCE}); sampling and re-scoring "
                           "disagree (check mixed precision / nondeterministic kernels).", stacklevel=2)
-        for key in step_stats[0]:
-            if key != "ratio_abs_dev":
-                metrics[f"ppo/{key}"] = sum(s[key] for s in step_stats) / len(step_stats)
+        keys = [k for k in step_stats[0] if k != "ratio_abs_dev"]
+        means = torch.tensor([sum(s[k] for s in step_stats) / len(step_stats) for k in keys], dtype=torch.float64)
+        means = dist.all_reduce_mean(self.accelerator, means.to(self.accelerator.device)).cpu()  # rank average
+        metrics.update({("loss/ppo" if k == "loss" else f"ppo/{k}"): float(v) for k, v in zip(keys, means)})
         times["train"] = time.perf_counter() - t1
         if self.pretrain is not None:
             t2 = time.perf_counter()
             metrics.update(self.pretrain_step(iteration))
             times["pretrain"] = time.perf_counter() - t2
-        metrics["train/lr"] = self.optimizer.param_groups[0]["lr"]
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         self.lr_scheduler.step()
         total = time.perf_counter() - t0
         num_samples = sum(cfg.task_samples(i) for i in range(len(cfg.tasks)))
@@ -199,16 +199,23 @@ class RLTrainer:
         """Run until ``train.iterations``; ``resume`` = checkpoint folder or "auto" (latest in run_dir)."""
         from rlsd.trainer_state import load_trainer_state, save_trainer_state
 
+        from rlsd.recording import RunLogger
+
+        start = self.iteration
         if resume is not None:
             load_trainer_state(self, resume)
         cfg, metrics = self.cfg, {}
+        self.logger = RunLogger(cfg.log.run_dir, enabled=self.is_main, config=cfg.to_dict(),
+                                resume_step=self.iteration if self.iteration != start else None)
         bar = tqdm(range(self.iteration, cfg.train.iterations), disable=not (self.is_main and cfg.log.progress),
                    desc="rl iterations")
         for it in bar:
             metrics = self.step(it)
             self.iteration = it + 1
             if cfg.eval.every and (self.iteration % cfg.eval.every == 0 or self.iteration == cfg.train.iterations):
+                t_eval = time.perf_counter()
                 metrics.update(self.evaluate())
+                metrics["time/eval_s"] = time.perf_counter() - t_eval
             self._log(metrics, it)
             if cfg.log.checkpoint_every and self.iteration % cfg.log.checkpoint_every == 0 \
                     or self.iteration == cfg.train.iterations:
@@ -217,8 +224,7 @@ class RLTrainer:
         dist.wait_for_everyone(self.accelerator)
         if self.is_main and cfg.log.export:
             export_policy(self.model, Path(cfg.log.run_dir) / "export")
-        if self.logger is not None:
-            self.logger.close()
+        self.logger.close()
         dist.wait_for_everyone(self.accelerator)
         return metrics
 
@@ -241,12 +247,12 @@ class RLTrainer:
         if self.logger is None:
             return
         if it % self.cfg.log.log_every == 0 or self.iteration == self.cfg.train.iterations:
-            self.logger.log_scalars(metrics, step=self.iteration)
+            self.logger.log_scalars(self.iteration, metrics)
         every = self.cfg.log.image_every
         if every and (self.iteration % every == 0 or self.iteration == self.cfg.train.iterations):
-            self.logger.log_images("samples/train", self._last_images, step=self.iteration)
+            self.logger.log_images(self.iteration, self._last_images, tag="samples/train")
             if getattr(self, "_eval_images", None) is not None:
-                self.logger.log_images("samples/eval", self._eval_images, step=self.iteration)
+                self.logger.log_images(self.iteration, self._eval_images, tag="samples/eval")
 
 
 def _chunks(n: int, parts: int) -> list[slice]:
