@@ -92,3 +92,24 @@ def compare(table: pd.DataFrame, reference: pd.DataFrame, reward: str) -> dict[s
     a = torch.tensor(joined[reward].to_numpy())
     b = torch.tensor(joined[f"{reward}_ref"].to_numpy())
     return {"win_rate": win_rate(a, b), "mean_gain": float((a - b).mean())}
+
+
+def plot_training_curves(metrics: pd.DataFrame, prefixes: tuple[str, ...] = ("reward/", "eval/")) -> Any:
+    """One panel per metric family: the ``*/mean`` columns of ``metrics`` (``rlsd.recording.read_metrics``)
+    whose key starts with each prefix, against the iteration. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    groups = [(p, [c for c in metrics.columns if c.startswith(p) and c.endswith("/mean")]) for p in prefixes]
+    groups = [(p, cols) for p, cols in groups if cols]
+    if not groups:
+        raise ValueError(f"metrics have no '*/mean' columns under {prefixes}; pass read_metrics(run_dir) of a run.")
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.5), squeeze=False)
+    for ax, (prefix, cols) in zip(axes[0], groups):
+        for col in cols:
+            series = metrics[col].dropna()
+            ax.plot(series.index, series.values, marker="o", ms=3, label=col[len(prefix):-len("/mean")])
+        ax.set_xlabel("iteration")
+        ax.set_title(f"{prefix.rstrip('/')} (mean)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
