@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+# The suite's models are tiny: one thread is faster than two (no scheduling overhead), and the
+# 2-process gloo tests then get a core each.
+torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
