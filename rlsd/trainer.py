@@ -197,16 +197,19 @@ class RLTrainer:
     # ------------------------------------------------------------------------------ loop, eval, checkpoint
     def train(self, resume: str | Path | None = None) -> dict[str, float]:
         """Run until ``train.iterations``; ``resume`` = checkpoint folder or "auto" (latest in run_dir)."""
+        from rlsd.checkpoint import latest_checkpoint
+        from rlsd.recording import RunLogger
         from rlsd.trainer_state import load_trainer_state, save_trainer_state
 
-        from rlsd.recording import RunLogger
-
-        start = self.iteration
+        cfg, metrics = self.cfg, {}
         if resume is not None:
             load_trainer_state(self, resume)
-        cfg, metrics = self.cfg, {}
+        elif self.is_main and latest_checkpoint(cfg.log.run_dir) is not None:
+            warnings.warn(f"log.run_dir {cfg.log.run_dir} already holds checkpoints; starting fresh (metrics after "
+                          f"iteration {self.iteration} are dropped). Pass --resume auto to continue instead.",
+                          stacklevel=2)
         self.logger = RunLogger(cfg.log.run_dir, enabled=self.is_main, config=cfg.to_dict(),
-                                resume_step=self.iteration if self.iteration != start else None)
+                                resume_step=self.iteration)  # drops stale rows of an earlier run after this point
         bar = tqdm(range(self.iteration, cfg.train.iterations), disable=not (self.is_main and cfg.log.progress),
                    desc="rl iterations")
         for it in bar:

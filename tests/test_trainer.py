@@ -34,10 +34,10 @@ def test_first_rescore_ratio_is_one_and_weights_move(tmp_path: Path) -> None:
     before = unet_params(trainer)
     metrics = trainer.step(0)
     assert metrics["ppo/ratio_first_abs_dev"] < 1e-5
-    assert metrics["ppo/grad_norm"] > 0 and metrics["pretrain/loss"] > 0
+    assert metrics["ppo/grad_norm"] > 0 and metrics["loss/pretrain"] > 0
     after = unet_params(trainer)
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    assert {"reward/jpeg/mean", "ppo/approx_kl", "ppo/clipfrac", "train/lr", "perf/samples_per_s"} <= set(metrics)
+    assert {"reward/jpeg/mean", "ppo/approx_kl", "ppo/clipfrac", "lr", "loss/ppo", "time/sample_s", "time/reward_s", "perf/samples_per_s"} <= set(metrics)
 
 
 def test_resume_is_bit_identical(tmp_path: Path) -> None:
