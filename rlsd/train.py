@@ -11,10 +11,12 @@ prints one line ``error: ...`` on stderr and exits with code 2; set ``RLSD_DEBUG
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
@@ -60,24 +62,38 @@ def launch_command(config: str | Path, overrides: list[str] | tuple[str, ...] = 
     return cmd, env
 
 
+@contextlib.contextmanager
+def _working_dir(path: str | Path | None) -> Iterator[None]:
+    """Temporarily change the working directory (config paths are relative to the repository root)."""
+    old = Path.cwd()
+    if path is not None:
+        os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
 def launch(config: str | Path, overrides: list[str] | tuple[str, ...] = (), *, num_processes: int = 1,
-           resume: str | None = None) -> Path:
+           resume: str | None = None, cwd: str | Path | None = None) -> Path:
     """Train with ``num_processes`` ranks: in this process for 1, else an ``accelerate launch`` subprocess.
 
-    Returns the run dir; raises RuntimeError with the subprocess's last error line when it fails.
+    ``cwd`` is the directory that ``config`` and the paths inside it are relative to (e.g. ".." from
+    notebooks/). Returns the absolute run dir; raises RuntimeError with the subprocess's last error line.
     """
-    if num_processes <= 1:
-        return run(config, overrides, resume)
-    from rlsd.config import load_config
+    with _working_dir(cwd):
+        if num_processes <= 1:
+            return run(config, overrides, resume).resolve()
+        from rlsd.config import load_config
 
-    cfg = load_config(config, list(overrides))
-    cfg.validate(world_size=num_processes)
-    cmd, env = launch_command(config, overrides, num_processes=num_processes, resume=resume)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] or proc.stderr.splitlines()[-1:]
-        raise RuntimeError(f"accelerate launch exited with {proc.returncode}: {lines[-1] if lines else ''}")
-    return Path(cfg.log.run_dir)
+        cfg = load_config(config, list(overrides))
+        cfg.validate(world_size=num_processes)
+        cmd, env = launch_command(config, overrides, num_processes=num_processes, resume=resume)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] or proc.stderr.splitlines()[-1:]
+            raise RuntimeError(f"accelerate launch exited with {proc.returncode}: {lines[-1] if lines else ''}")
+        return Path(cfg.log.run_dir).resolve()
 
 
 def main(argv: list[str] | None = None) -> int:
