@@ -1,0 +1,83 @@
+"""L_pre data sources and loss, and the fixed-seed evaluation / win-rate used by the trainer."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rlsd.evaluation import compare, evaluate, win_rate
+from rlsd.models import build_tiny_pixel_model
+from rlsd.pretrain_data import build_pretrain_source, denoising_loss
+from rlsd.rewards import build_reward
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((20, 20, 3), colour, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_folder_and_parquet_sources_resize_and_resume(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "a.png").write_bytes(_png((255, 0, 0)))
+    (tmp_path / "b.png").write_bytes(_png((0, 0, 255)))
+    rows = [{"file": "a.png", "caption": "red"}, {"file": "b.png", "caption": "blue"}]
+    (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    pq.write_table(pa.table({"image": [_png((255, 0, 0)), _png((0, 0, 255))], "caption": ["red", "blue"]}),
+                   tmp_path / "d.parquet")
+    for spec in ({"name": "folder", "path": str(tmp_path)}, {"name": "parquet", "path": str(tmp_path / "d.parquet")}):
+        source = build_pretrain_source(spec, image_size=16, seed=3)
+        images, captions = source.next_batch(6)
+        assert images.shape == (6, 3, 16, 16) and 0 <= images.min() and images.max() <= 1
+        for img, cap in zip(images, captions):  # captions stay paired with their images
+            assert (img[0].mean() > 0.9) == (cap == "red") and (img[2].mean() > 0.9) == (cap == "blue")
+        state = source.state_dict()
+        again = build_pretrain_source(spec, image_size=16, seed=3)
+        again.load_state_dict(state)
+        assert torch.equal(source.next_batch(4)[0], again.next_batch(4)[0])
+
+
+def test_missing_caption_index_names_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="captions.jsonl or metadata.csv"):
+        build_pretrain_source({"name": "folder", "path": str(tmp_path)}, image_size=16)
+    with pytest.raises(ValueError, match="pretrain.dataset.name='laion'"):
+        build_pretrain_source({"name": "laion"}, image_size=16)
+
+
+def test_denoising_loss_matches_manual_epsilon_mse() -> None:
+    model = build_tiny_pixel_model(seed=0)
+    images, captions = torch.rand(2, 3, 16, 16), ["a", "b"]
+    noise, timesteps = torch.randn(2, 3, 16, 16), torch.tensor([10, 900])
+    loss = denoising_loss(model, images, captions, noise=noise, timesteps=timesteps)
+    x0 = images * 2 - 1
+    noisy = model.scheduler.add_noise(x0, noise, timesteps)
+    with torch.no_grad():
+        pred = model.unet(noisy, timesteps, encoder_hidden_states=model.encode_prompts(captions)).sample
+    torch.testing.assert_close(loss.detach(), torch.mean((pred - noise) ** 2))
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.unet.parameters())
+
+
+def test_evaluation_is_seeded_and_batch_independent() -> None:
+    model = build_tiny_pixel_model(seed=0)
+    rewards = {"jpeg_compressibility": build_reward("jpeg_compressibility")}
+    kwargs = dict(num_steps=2, guidance_scale=3.0)
+    a = evaluate(model, ["a cat", "a dog"], [0, 1], rewards, batch_size=4, **kwargs)
+    b = evaluate(model, ["a cat", "a dog"], [0, 1], rewards, batch_size=1, **kwargs)
+    torch.testing.assert_close(a.images, b.images, rtol=1e-5, atol=1e-5)
+    assert list(a.table["seed"]) == [0, 1, 0, 1] and "jpeg_compressibility/mean" in a.summary
+    assert compare(a.table, b.table, "jpeg_compressibility")["win_rate"] == pytest.approx(0.5, abs=0.25)
+
+
+def test_win_rate_closed_form() -> None:
+    assert win_rate([1.0, 2.0, 3.0, 4.0], [0.0, 2.0, 5.0, 1.0]) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    with pytest.raises(ValueError, match="same pairs"):
+        win_rate([1.0, 2.0], [1.0])
