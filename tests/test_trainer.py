@@ -95,3 +95,22 @@ def test_group_of_a_prompt_stays_together(tmp_path: Path) -> None:
     prompts = batch.trajectory.prompts
     assert len(prompts) == 6 and prompts[:3] == [prompts[0]] * 3 and prompts[3:] == [prompts[3]] * 3
     assert batch.advantages.shape == (6,) and batch.rewards.shape == (6,)
+
+
+def test_lora_export_merges_adapters(tmp_path: Path) -> None:
+    from rlsd.models import load_model
+    from rlsd.trainer_setup import export_policy
+
+    trainer = RLTrainer(tiny_config(tmp_path, "model.use_lora=true", "model.lora_rank=2", "pretrain.enabled=false"))
+    trainer.step(0)
+    export_policy(trainer.model, tmp_path / "export")
+    merged = load_model(tmp_path / "export")
+    assert not any("lora" in k for k in merged.unet.state_dict())
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([5, 500])
+    emb = trainer.model.encode_prompts(["a", "b"])
+    with torch.no_grad():
+        out = merged.unet(x, t, encoder_hidden_states=emb).sample
+        torch.testing.assert_close(out, trainer.model.unet(x, t, encoder_hidden_states=emb).sample, rtol=1e-4, atol=1e-6)
+        trainer.model.unet.disable_adapters()
+        base = trainer.model.unet(x, t, encoder_hidden_states=emb).sample
+    assert (out - base).abs().max() > 1e-4  # the trained adapters are really in the export
