@@ -52,6 +52,7 @@ class BaseTrainConfig:
     max_minutes: float = 0.0  # wall-clock cap on the loop (0 = none); the manifest records steps_done
     log_every: int = 10  # CSV loss-log period (steps)
     guidance_scale: float = 5.0  # recommended CFG scale for sampling (recorded only)
+    init_from: str = ""  # model folder to continue from (its unet/ and text_encoder/); "" = random init
 
 
 def build_components(vocab_size: int, seed: int):
@@ -169,6 +170,20 @@ def _downsample(curve: list[tuple[int, float]], points: int = 100) -> list[list[
     return [[int(s), round(v, 6)] for s, v in picked]
 
 
+def _load_init(folder: Path, unet, text_encoder) -> dict:
+    """Copy the weights of ``folder`` into ``unet``/``text_encoder``; returns its manifest summary."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    manifest_path = folder / "MANIFEST.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"init_from folder {folder} has no MANIFEST.json; point it at a folder written by this trainer")
+    unet.load_state_dict(UNet2DConditionModel.from_pretrained(folder / "unet").state_dict())
+    text_encoder.load_state_dict(CLIPTextModel.from_pretrained(folder / "text_encoder").state_dict())
+    prev = json.loads(manifest_path.read_text())
+    return {k: prev.get(k) for k in ("command", "seed", "steps_done", "final_loss", "wall_time_s", "loss_curve", "data_statistics")}
+
+
 def train(cfg: BaseTrainConfig, command: str | None = None) -> Path:
     """Train and write the model folder ``cfg.out``; returns its path."""
     if cfg.steps < 1 or cfg.batch_size < 1:
@@ -180,6 +195,9 @@ def train(cfg: BaseTrainConfig, command: str | None = None) -> Path:
     tmp.mkdir(parents=True)
     tokenizer = build_tokenizer()
     unet, text_encoder, scheduler = build_components(len(tokenizer), cfg.seed)
+    init_manifest = None
+    if cfg.init_from:
+        init_manifest = _load_init(Path(cfg.init_from), unet, text_encoder)
     data = ShapesPretrainData(seed=cfg.seed)
     start = time.time()
     curve = _train_loop(cfg, unet, text_encoder, scheduler, tokenizer, data, tmp / "loss_log.csv")
@@ -197,6 +215,7 @@ def train(cfg: BaseTrainConfig, command: str | None = None) -> Path:
         "sampling": {"num_steps": 50, "eta": 1.0, "guidance_scale": cfg.guidance_scale},
         "tokenizer_max_length": MODEL_MAX_LENGTH,
         "data_statistics": data.summary(),
+        "init_from": init_manifest,
         "steps_done": curve[-1][0],
         "final_loss": curve[-1][1],
         "loss_curve": _downsample(curve),
