@@ -1,0 +1,185 @@
+"""``make demo``: the paper's joint RL (Alg. 1) on ShapesWorld, end to end on CPU.
+
+    python -m rlsd.demo [--config configs/shapes_joint.yaml] [--out outputs/demo] [key=value ...]
+
+1. RL-fine-tunes the shipped base model (``data/shapesworld_base``) on the three tasks jointly, with
+   L_pre on the pretraining renders (``rlsd.train.run``; logs, checkpoints and the export go to
+   ``<out>/run``).
+2. Evaluates base and fine-tuned models on held-out prompts with the same seeds (same initial noise):
+   colour-open prompts for diversity, two-object compositions never seen in training for
+   compositionality, and both for the preference proxy and the hidden gold quality.
+3. Writes ``<out>/results.md`` / ``results.csv`` (base vs fine-tuned, change, win-rate) and the
+   figures: reward curves per task, before/after grids on fixed seeds, the colour histogram.
+
+The paper's metric each ShapesWorld metric stands for:
+
+====================  ==========================  =============================================
+metric                paper analogue              better
+====================  ==========================  =============================================
+preference proxy      ImageReward                 higher (the reward that was optimised)
+gold quality          human judgement             higher (never optimised: over-optimisation check)
+detection score       UniDet score (Eq. 13)       higher
+statistical parity    skin-tone SP (Eq. 12)       lower (0 = uniform over the 4 colours)
+====================  ==========================  =============================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from rlsd.shapes.grammar import COLOURS
+
+#: (row label, per-sample column, prompt set, higher is better)
+METRICS: tuple[tuple[str, str, str, bool], ...] = (
+    ("preference proxy (≈ ImageReward)", "shapes_preference", "all", True),
+    ("gold quality (never optimised)", "shapes_gold", "all", True),
+    ("detection score (≈ Eq. 13)", "shapes_detection", "compositional", True),
+    ("statistical parity (≈ Eq. 12)", "statistical_parity", "diversity", False),
+)
+
+
+@dataclass
+class HeldOut:
+    """Held-out evaluation prompts, by the task they probe."""
+
+    diversity: list[str]
+    compositional: list[str]
+
+    @property
+    def all(self) -> list[str]:
+        return self.diversity + self.compositional
+
+
+def heldout_prompts(num_compositional: int, seed: int = 0) -> HeldOut:
+    """Colour-open prompts and ``num_compositional`` held-out two-object compositions (seeded choice)."""
+    from rlsd.prompts.shapes import UNDERSPECIFIED_PROMPTS, compositional_prompts
+
+    pool = compositional_prompts("eval")
+    if not 0 < num_compositional <= len(pool):
+        raise ValueError(f"num_compositional must be in 1..{len(pool)} (held-out compositions), got {num_compositional}")
+    return HeldOut(list(UNDERSPECIFIED_PROMPTS), random.Random(seed).sample(pool, num_compositional))
+
+
+def evaluate_pair(base_dir: Path, tuned_dir: Path, prompts: HeldOut, seeds: list[int], *, num_steps: int,
+                  guidance_scale: float) -> dict[str, tuple[pd.DataFrame, object]]:
+    """Per-prompt tables and raw results of base and fine-tuned models on the same prompts and seeds."""
+    from rlsd.models import load_model
+    from rlsd.shapes.evaluate import evaluate
+
+    out: dict[str, tuple[pd.DataFrame, object]] = {}
+    reference = None
+    for label, folder in (("base", base_dir), ("fine-tuned", tuned_dir)):
+        table, result = evaluate(load_model(folder), prompts.all, seeds, reference=reference,
+                                 num_steps=num_steps, guidance_scale=guidance_scale)
+        out[label] = (table, result)
+        reference = result.table
+    return out
+
+
+def results_table(tables: dict[str, pd.DataFrame], prompts: HeldOut) -> pd.DataFrame:
+    """One row per metric: base, fine-tuned, change and (per-sample metrics) win-rate of fine-tuned vs base."""
+    subsets = {"all": prompts.all, "compositional": prompts.compositional, "diversity": prompts.diversity}
+    rows = []
+    for label, column, subset, higher in METRICS:
+        means = {name: float(t[t["prompt"].isin(subsets[subset])][column].mean()) for name, t in tables.items()}
+        tuned = tables["fine-tuned"]
+        win_col = f"win_rate/{column}"
+        win = float(tuned[tuned["prompt"].isin(subsets[subset])][win_col].mean()) if win_col in tuned else float("nan")
+        change = means["fine-tuned"] - means["base"]
+        rows.append({"metric": label, "prompts": f"{subset} ({len(subsets[subset])})", "base": means["base"],
+                     "fine-tuned": means["fine-tuned"], "change": change,
+                     "improved": change > 0 if higher else change < 0, "win-rate vs base": win})
+    return pd.DataFrame(rows)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-markdown rendering of ``table`` with floats to 3 decimals."""
+    def cell(v: object) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_figures(run_dir: Path, evals: dict, prompts: HeldOut, seeds: list[int], figures: Path, params: dict) -> list[Path]:
+    """Reward curves, before/after grids and the colour histogram, each saved with its JSON sidecar."""
+    import matplotlib.pyplot as plt
+
+    from rlsd.plotting import before_after_grid, bucket_histogram, reward_curves
+    from rlsd.recording import read_metrics, save_figure
+
+    metrics = read_metrics(run_dir)
+    tasks = sorted({k.split("/")[1] for k in metrics.columns if k.startswith("reward/") and k.endswith("/mean")})
+    curves = {f"train reward: {t}": f"reward/{t}/mean" for t in tasks}
+    curves.update({f"held-out eval: {k.split('/')[1]}": k for k in metrics.columns
+                   if k.startswith("eval/") and k.endswith("/mean")})
+    source = f"python -m rlsd.demo; run {run_dir}"
+    saved = [save_figure(reward_curves(metrics, curves, smooth=5), "demo_reward_curves", params=params,
+                         data_source=source, out_dir=figures)["png"]]
+    n_seeds = len(seeds)
+    (base_table, base), (_, tuned) = evals["base"], evals["fine-tuned"]
+    for name, chosen in (("compositional", prompts.compositional[:4]), ("diversity", prompts.diversity)):
+        rows = [prompts.all.index(p) * n_seeds + s for p in chosen for s in range(min(n_seeds, 2))]
+        fig = before_after_grid(base.images[rows], tuned.images[rows], [base.table["prompt"][r] for r in rows])
+        saved.append(save_figure(fig, f"demo_before_after_{name}", params=params, data_source=source, out_dir=figures)["png"])
+    under = {label: t[t["prompt"].isin(prompts.diversity)][[f"share_{c}" for c in COLOURS]].mean().to_numpy()
+             for label, (t, _) in evals.items()}
+    saved.append(save_figure(bucket_histogram(under, COLOURS), "demo_colour_histogram", params=params,
+                             data_source=source, out_dir=figures)["png"])
+    plt.close("all")
+    return saved
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m rlsd.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/shapes_joint.yaml", help="RL config (ShapesWorld joint)")
+    parser.add_argument("--out", default="outputs/demo", help="run, results table and evaluation outputs")
+    parser.add_argument("--figures", default="figures", help="where figures (PNG, PDF, JSON sidecar) go")
+    parser.add_argument("--eval-seeds", type=int, default=16, help="seeds per held-out prompt")
+    parser.add_argument("--eval-compositional", type=int, default=12, help="held-out two-object prompts")
+    parser.add_argument("--skip-train", action="store_true", help="reuse <out>/run/export from an earlier run")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.iterations=10")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    args = parse_args(argv)
+    from rlsd.config import load_config
+    from rlsd.train import run
+
+    out = Path(args.out)
+    overrides = [*args.overrides, f"log.run_dir={out / 'run'}"]
+    cfg = load_config(args.config, overrides)
+    run_dir = Path(cfg.log.run_dir)
+    if not args.skip_train:
+        print(f"[demo] RL fine-tuning {cfg.model.path} on {[t.name for t in cfg.tasks]} -> {run_dir}", flush=True)
+        run(args.config, overrides)
+    export = run_dir / "export"
+    if not export.is_dir():
+        raise FileNotFoundError(f"{export} does not exist; run the demo without --skip-train first")
+    prompts = heldout_prompts(args.eval_compositional, seed=cfg.train.seed)
+    seeds = list(range(10_000, 10_000 + args.eval_seeds))  # disjoint from training sample streams
+    print(f"[demo] evaluating base and fine-tuned on {len(prompts.all)} held-out prompts x {len(seeds)} seeds", flush=True)
+    evals = evaluate_pair(Path(cfg.model.path), export, prompts, seeds, num_steps=cfg.sample.num_steps,
+                          guidance_scale=cfg.sample.guidance_scale)
+    table = results_table({k: t for k, (t, _) in evals.items()}, prompts)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "results.csv", index=False)
+    (out / "results.md").write_text(markdown_table(table))
+    params = {"config": args.config, "overrides": overrides, "eval_seeds": seeds, "heldout": prompts.all}
+    (out / "heldout.json").write_text(json.dumps(params, indent=2))
+    figures = write_figures(run_dir, evals, prompts, seeds, Path(args.figures), params)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("[demo] wrote", out / "results.md", *figures, sep="\n  ")
+    return table
+
+
+if __name__ == "__main__":
+    main()
