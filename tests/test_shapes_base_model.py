@@ -1,0 +1,59 @@
+"""Shipped ShapesWorld base model (data/shapesworld_base) and the base-training CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from rlsd.models import load_model
+from rlsd.sampling import sample_trajectories
+from rlsd.shapes.base_training import build_components, denoising_loss, main, sha256_file
+
+BASE_DIR = Path(__file__).resolve().parents[1] / "data" / "shapesworld_base"
+
+
+def test_shipped_base_model_matches_manifest_loads_and_samples():
+    manifest = json.loads((BASE_DIR / "MANIFEST.json").read_text())
+    weights = [f for f in manifest["sha256"] if f.endswith(".safetensors")]
+    assert {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"} <= set(weights)
+    for name, digest in manifest["sha256"].items():
+        assert sha256_file(BASE_DIR / name) == digest, name
+    assert sum((BASE_DIR / f).stat().st_size for f in weights) <= 20 * 2**20
+    assert not (BASE_DIR / "vae").exists()
+    model = load_model(BASE_DIR)
+    assert model.vae is None and model.sample_size == 32 and model.latent_channels == 3
+    traj = sample_trajectories(model, ["a red circle", "a shape"], num_steps=4,
+                               guidance_scale=manifest["guidance_scale"], generator=torch.Generator().manual_seed(0))
+    assert traj.images.shape == (2, 3, 32, 32) and traj.log_probs.shape == (2, 4)
+    assert 0 <= traj.images.min() and traj.images.max() <= 1 and torch.isfinite(traj.log_probs).all()
+
+
+def test_denoising_loss_is_zero_for_the_exact_noise_predictor():
+    _, _, scheduler = build_components(20, seed=0)
+    abar = scheduler.alphas_cumprod
+    x0 = torch.rand(4, 3, 8, 8) * 2 - 1
+
+    def oracle(noisy, t, encoder_hidden_states):
+        a = abar[t].view(-1, 1, 1, 1)
+        return SimpleNamespace(sample=(noisy - a.sqrt() * x0) / (1 - a).sqrt())
+
+    loss = denoising_loss(oracle, scheduler, x0, torch.zeros(4, 12, 64), torch.Generator().manual_seed(0))
+    assert loss.item() < 1e-8
+    noisy_loss = denoising_loss(lambda n, t, encoder_hidden_states: SimpleNamespace(sample=torch.zeros_like(n)),
+                                scheduler, x0, torch.zeros(4, 12, 64), torch.Generator().manual_seed(0))
+    assert 0.5 < noisy_loss.item() < 1.5  # E[eps^2] = 1
+
+
+def test_base_training_cli_writes_a_loadable_folder_with_manifest(tmp_path):
+    out = tmp_path / "base"
+    main(["--out", str(out), "--steps", "2", "--batch-size", "4", "--log-every", "1", "--seed", "3"])
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert manifest["seed"] == 3 and manifest["steps_done"] == 2 and len(manifest["loss_curve"]) == 2
+    assert "--steps 2" in manifest["command"] and manifest["data_statistics"]["examples"] == 8
+    assert all(sha256_file(out / f) == h for f, h in manifest["sha256"].items())
+    assert not (tmp_path / "base.tmp").exists()
+    model = load_model(out)
+    assert model.encode_prompts(["a blue square left of a red circle"]).shape == (1, 12, 64)
