@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 # Lower bound on std used only inside the log-density (eta == 0 or a zero-variance final step).
-_MIN_STD = 1e-12
 Generators = torch.Generator | list[torch.Generator] | None  # one generator, or one per sample
 
 
@@ -125,11 +124,25 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 
     Args:
         x, mean: ``(B, ...)``; std: broadcastable to ``x``. Returns ``(B,)`` float32.
+
+    Where ``std == 0`` the step is deterministic (a point mass, no density); those entries
+    contribute 0, so a fully deterministic step has ``log_prob == 0`` and ratio exactly 1.
     """
-    x, mean = x.float(), mean.float()
-    std = std.float().clamp(min=_MIN_STD)
-    log_density = -((x - mean) ** 2) / (2 * std**2) - torch.log(std) - _LOG_SQRT_2PI
+    x, mean, std = x.float(), mean.float(), std.float()
+    deterministic = std <= 0
+    safe_std = torch.where(deterministic, torch.ones_like(std), std)  # keeps every branch finite
+    log_density = -((x - mean) ** 2) / (2 * safe_std**2) - torch.log(safe_std) - _LOG_SQRT_2PI
+    log_density = torch.where(deterministic, torch.zeros_like(log_density), log_density)
     return log_density.mean(dim=tuple(range(1, x.ndim)))
+
+
+def step_stds(scheduler: Any, eta: float = 1.0) -> Tensor:
+    """``(T,)`` std of every DDIM step of ``scheduler.timesteps`` (call ``set_timesteps`` first).
+
+    The trainer draws its policy-gradient timesteps among the steps with ``std > 0``.
+    """
+    a_t, a_prev = _alphas(scheduler, scheduler.timesteps.to("cpu", torch.long))
+    return eta * (((1 - a_prev) / (1 - a_t)) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
 
 
 def ddim_step_with_logprob(
@@ -148,8 +161,9 @@ def ddim_step_with_logprob(
         model_output: ``(B, C, H, W)`` UNet output (after CFG) at ``timestep``.
         timestep: int, 0-d tensor, or ``(B,)`` tensor of per-sample timesteps.
         sample: ``(B, C, H, W)`` x_t.
-        eta: DDIM noise weight; the log-prob needs ``eta > 0`` (for ``eta == 0`` the std is clamped
-            to 1e-12 inside the log-density, so ``log_prob`` is finite but meaningless).
+        eta: DDIM noise weight; the log-prob needs ``eta > 0``. A step whose std is 0 (``eta == 0``,
+            or the last step of a scheduler whose final timestep is 0, e.g. ``steps_offset=0``) is
+            deterministic and has no density: its ``log_prob`` is 0 and it carries no policy gradient.
         generator: RNG for the step noise (used only when ``prev_sample`` is None): one generator or a
             list of ``B`` (see ``randn``).
         prev_sample: ``(B, C, H, W)`` x_{t-1} to score instead of sampling; returned unchanged.

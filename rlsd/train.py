@@ -35,8 +35,13 @@ def run(config: str | Path, overrides: list[str] | tuple[str, ...] = (), resume:
     from rlsd.config import load_config
     from rlsd.trainer import RLTrainer
 
+    from rlsd.distributed import shutdown
+
     cfg = load_config(config, list(overrides))
-    RLTrainer(cfg).train(resume=resume)
+    trainer = RLTrainer(cfg)
+    trainer.train(resume=resume)
+    if trainer.accelerator.num_processes > 1:
+        shutdown(trainer.accelerator)  # a live gloo group at exit can abort rank 0
     return Path(cfg.log.run_dir)
 
 

@@ -32,6 +32,7 @@ from rlsd.iteration import (PRETRAIN_STREAM, TIMESTEP_STREAM, TaskBatch, check_f
                             ppo_step_loss, sample_slots, shared_generator)
 from rlsd.objective import PerPromptStatTracker, normalize_advantages, ppo_diagnostics
 from rlsd.pretrain_data import build_pretrain_source, denoising_loss, model_image_size
+from rlsd.sampling import step_stds
 from rlsd.trainer_setup import (build_optimizer, export_policy, load_policy, make_accelerator,
                                 trainable_parameters)
 
@@ -52,6 +53,8 @@ class RLTrainer:
         self.is_main = dist.is_main_process(self.accelerator)
         torch.manual_seed(cfg.train.seed)
         self.model = load_policy(cfg.model, seed=cfg.train.seed, device=self.accelerator.device)
+        self.model.scheduler.set_timesteps(cfg.sample.num_steps)
+        self._stochastic = step_stds(self.model.scheduler, cfg.sample.eta) > 0  # (T,) steps with a density
         self.params = trainable_parameters(self.model.unet)
         optimizer, self.lr_scheduler = build_optimizer(self.params, cfg.train)
         self.unet, self.optimizer = self.accelerator.prepare(self.model.unet, optimizer)
@@ -167,7 +170,7 @@ class RLTrainer:
         step_stats = []
         for epoch in range(cfg.train.inner_epochs):
             gen = shared_generator(cfg.train.seed, iteration * cfg.train.inner_epochs + epoch, TIMESTEP_STREAM)
-            for j in choose_timesteps(cfg.sample.num_steps, cfg.train.timesteps_per_iter, gen):
+            for j in choose_timesteps(cfg.sample.num_steps, cfg.train.timesteps_per_iter, gen, self._stochastic):
                 step_stats.append(self.policy_step(batches, j))
         first_dev = dist.all_reduce_mean(self.accelerator, torch.tensor([step_stats[0]["ratio_abs_dev"]],
                                                                        device=self.accelerator.device))

@@ -178,3 +178,31 @@ def test_per_sample_generators_make_samples_batch_independent() -> None:
     torch.testing.assert_close(batch.log_probs[2:], alone.log_probs, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="generators"):
         sample_trajectories(model, ["x", "y"], generator=gens, **kw)
+
+
+def test_deterministic_last_step_has_zero_log_prob_and_is_never_trained():
+    """A scheduler whose last timestep is 0 (steps_offset=0) makes the final DDIM step deterministic.
+
+    Its std is 0: the log-prob must be 0 (not a huge number from a clamped std), its ratio exactly 1,
+    and the trainer's timestep draw must skip it.
+    """
+    from diffusers import DDIMScheduler
+
+    from rlsd.iteration import choose_timesteps
+    from rlsd.sampling import step_stds
+
+    sched = DDIMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=True, set_alpha_to_one=False, steps_offset=0)
+    sched.set_timesteps(10)
+    stds = step_stds(sched, eta=1.0)
+    assert stds.shape == (10,) and stds[-1] == 0 and bool((stds[:-1] > 0).all())
+    gen = torch.Generator().manual_seed(0)
+    sample, model_output = torch.randn(2, 3, 8, 8, generator=gen), torch.randn(2, 3, 8, 8, generator=gen)
+    out = ddim_step_with_logprob(sched, model_output, sched.timesteps[-1], sample, eta=1.0)
+    assert torch.equal(out.log_prob, torch.zeros(2))
+    moved = ddim_step_with_logprob(sched, model_output + 0.1, sched.timesteps[-1], sample, prev_sample=out.prev_sample)
+    assert torch.equal(moved.log_prob, torch.zeros(2))  # ratio exactly 1, no inf/NaN
+    for seed in range(20):
+        chosen = choose_timesteps(10, 9, torch.Generator().manual_seed(seed), stds > 0)
+        assert 9 not in chosen and len(set(chosen)) == 9
+    with pytest.raises(ValueError, match="timesteps_per_iter"):
+        choose_timesteps(10, 10, torch.Generator().manual_seed(0), stds > 0)
