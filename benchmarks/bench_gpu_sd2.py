@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import RESULTS  # noqa: E402  (puts the repo root on sys.path)
 from rlsd.models import T2IModel, sd_ddim_scheduler  # noqa: E402
 from rlsd.objective import ppo_clip_loss  # noqa: E402
 from rlsd.sampling import rescore_step, sample_trajectories  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SD2_BASE_UNET = dict(  # stabilityai/stable-diffusion-2-base unet/config.json
     act_fn="silu", attention_head_dim=[5, 10, 20, 20], block_out_channels=[320, 640, 1280, 1280],
     center_input_sample=False, cross_attention_dim=1024,

@@ -4,7 +4,7 @@ Runs the real trainer (DDIM sampling with log-probs + CFG, JPEG reward, gather +
 steps with an optimizer step each) on
 
 * ``tiny``:   the tiny random SD (4x8x8 latents, ~1M-param UNet), and
-* ``medium``: a ~25M-param UNet at 4x32x32 latents with the tiny VAE / CLIP text encoder.
+* ``medium``: a ~23M-param UNet at 4x32x32 latents with the tiny VAE / CLIP text encoder.
 
     python benchmarks/bench_iteration.py                      # both models, CPU
     python benchmarks/bench_iteration.py --models medium --iters 3 --steps 20 --prompts 4
@@ -19,23 +19,15 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from common import MEDIUM_UNET, RESULTS  # noqa: E402  (puts the repo root on sys.path)
 from rlsd.config import load_config  # noqa: E402
 from rlsd.models import T2IModel, build_tiny_sd, export_model  # noqa: E402
 from rlsd.trainer import RLTrainer  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
-MEDIUM_UNET = dict(  # ~25M parameters, 4x32x32 latents, cross-attention on the tiny CLIP (dim 32)
-    sample_size=32, in_channels=4, out_channels=4, block_out_channels=(128, 256, 256), layers_per_block=1,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-    attention_head_dim=8)
 
 
 def model_path(name: str, folder: Path) -> str:

@@ -18,23 +18,15 @@ import json
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from common import MEDIUM_UNET, RESULTS  # noqa: E402  (puts the repo root on sys.path)
 from rlsd.models import T2IModel, build_tiny_sd  # noqa: E402
 from rlsd.sampling import ddim_step_with_logprob, guided_model_output, sample_trajectories  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
-MEDIUM_UNET = dict(  # ~23M parameters, 4x32x32 latents, cross-attention on the tiny CLIP (dim 32)
-    sample_size=32, in_channels=4, out_channels=4, block_out_channels=(128, 256, 256), layers_per_block=1,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-    attention_head_dim=8)
 
 
 def build_model(unet_config: str, seed: int) -> T2IModel:

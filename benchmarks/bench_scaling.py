@@ -22,12 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import REPO, RESULTS  # noqa: E402  (puts the repo root on sys.path)
 from rlsd.recording import read_metrics  # noqa: E402
 from rlsd.train import launch_command  # noqa: E402
-
-RESULTS = REPO / "benchmarks" / "results"
 
 
 def run(processes: int, args: argparse.Namespace, run_dir: Path) -> float:

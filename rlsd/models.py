@@ -196,14 +196,14 @@ def export_model(model: T2IModel, folder: str | Path) -> None:
 
 # ----------------------------------------------------------------------------- tiny random models
 
-_TINY_MAX_LENGTH = 16
-_TINY_MERGES = [("t", "h"), ("th", "e</w>"), ("a", "n"), ("i", "n"), ("o", "n</w>"), ("r", "e"), ("e", "r</w>"),
-                ("c", "i"), ("s", "q"), ("u", "a"), ("e", "d</w>"), ("o", "r</w>")]
+TINY_TEXT_LENGTH = 16  # max tokens (with <|startoftext|>/<|endoftext|>) of every tiny CLIP tokenizer
+TINY_SD_MERGES = [("t", "h"), ("th", "e</w>"), ("a", "n"), ("i", "n"), ("o", "n</w>"), ("r", "e"), ("e", "r</w>"),
+                  ("c", "i"), ("s", "q"), ("u", "a"), ("e", "d</w>"), ("o", "r</w>")]
 
 
 def _byte_unicode_chars() -> list[str]:
     """The 256 printable stand-ins for bytes used by byte-level BPE (printable bytes map to themselves)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    keep = set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
     chars, extra = [], 0
     for b in range(256):
         if b in keep:
@@ -214,29 +214,35 @@ def _byte_unicode_chars() -> list[str]:
     return chars
 
 
-def _write_tiny_clip_tokenizer(folder: Path) -> Any:
-    """Write vocab.json/merges.txt of a tiny byte-level BPE vocab to ``folder`` and load a CLIPTokenizer."""
-    from transformers import CLIPTokenizer
+def write_tiny_clip_tokenizer(folder: str | Path, max_length: int = TINY_TEXT_LENGTH,
+                              merges: list[tuple[str, str]] = TINY_SD_MERGES) -> int:
+    """Write vocab.json/merges.txt/tokenizer_config.json of a tiny byte-level BPE CLIP tokenizer; return the vocab size.
 
-    chars = _byte_unicode_chars()
-    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in _TINY_MERGES]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    Vocab ids: 256 byte chars, the same 256 with ``</w>``, one token per merge, then ``<|startoftext|>``
+    (vocab size - 2) and ``<|endoftext|>`` (vocab size - 1, also pad and unk). Used by ``build_tiny_sd`` and
+    the tiny reward-model folders of :mod:`rlsd.rewards.tiny` (which pass their own ``merges``).
+    """
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    chars = _byte_unicode_chars()
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in _TINY_MERGES) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "CLIPTokenizer", "model_max_length": _TINY_MAX_LENGTH}))
-    return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": max_length, "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}))
+    return len(tokens)
 
 
 def _tiny_text_parts() -> tuple[Any, Any]:
     """Tiny CLIP text encoder (hidden 32, 2 layers, vocab 1000) and its written-here tokenizer."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = _write_tiny_clip_tokenizer(Path(tmp))
+        write_tiny_clip_tokenizer(tmp)
+        tokenizer = CLIPTokenizer.from_pretrained(tmp, local_files_only=True)
     config = CLIPTextConfig(vocab_size=1000, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                            num_attention_heads=4, max_position_embeddings=_TINY_MAX_LENGTH, projection_dim=32,
+                            num_attention_heads=4, max_position_embeddings=TINY_TEXT_LENGTH, projection_dim=32,
                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                             pad_token_id=tokenizer.pad_token_id)
     return CLIPTextModel(config).eval(), tokenizer

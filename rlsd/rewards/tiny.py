@@ -14,41 +14,16 @@ from pathlib import Path
 
 import torch
 
+from rlsd.models import TINY_TEXT_LENGTH, write_tiny_clip_tokenizer
 from rlsd.rewards.heads import MLPHead
 from rlsd.rewards.imaging import CLIP_MEAN, CLIP_STD
 
-__all__ = ["write_tiny_clip_tokenizer", "build_tiny_clip_folder", "build_tiny_aesthetic_head", "build_tiny_owlvit_folder"]
+__all__ = ["build_tiny_clip_folder", "build_tiny_aesthetic_head", "build_tiny_owlvit_folder"]
 
-TINY_TEXT_LENGTH = 16
-_MERGES = [("a", "n"), ("t", "h"), ("th", "e</w>"), ("o", "n</w>"), ("d", "o"), ("do", "g</w>"), ("c", "a"),
-           ("ca", "t</w>"), ("r", "e"), ("e", "d</w>"), ("p", "h"), ("o", "t"), ("ph", "ot"), ("phot", "o</w>")]
-
-
-def _byte_chars() -> list[str]:
-    """GPT-2 style printable stand-ins for the 256 byte values."""
-    printable = set(range(33, 127)) | set(range(161, 173)) | set(range(174, 256))
-    chars, shift = [], 0
-    for byte in range(256):
-        if byte in printable:
-            chars.append(chr(byte))
-        else:
-            chars.append(chr(256 + shift))
-            shift += 1
-    return chars
-
-
-def write_tiny_clip_tokenizer(folder: str | Path, max_length: int = TINY_TEXT_LENGTH) -> int:
-    """Write vocab.json + merges.txt + tokenizer_config.json of a tiny byte-level BPE; return the vocab size."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = _byte_chars()
-    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in _MERGES] + ["<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in _MERGES) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "CLIPTokenizer", "model_max_length": max_length, "bos_token": "<|startoftext|>",
-        "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}))
-    return len(tokens)
+# BPE merges of the reward models' tokenizer (rlsd.models.write_tiny_clip_tokenizer writes it); they differ from
+# the tiny SD's, and changing them changes the tiny models' vocab size, weights and scores (pinned by notebook 01).
+REWARD_MERGES = [("a", "n"), ("t", "h"), ("th", "e</w>"), ("o", "n</w>"), ("d", "o"), ("do", "g</w>"), ("c", "a"),
+                 ("ca", "t</w>"), ("r", "e"), ("e", "d</w>"), ("p", "h"), ("o", "t"), ("ph", "ot"), ("phot", "o</w>")]
 
 
 def _clip_sub_configs(vocab_size: int, image_size: int) -> tuple[dict, dict]:
@@ -71,7 +46,7 @@ def build_tiny_clip_folder(folder: str | Path, *, seed: int = 0, image_size: int
     from transformers import CLIPConfig, CLIPModel
 
     folder = Path(folder)
-    vocab_size = write_tiny_clip_tokenizer(folder)
+    vocab_size = write_tiny_clip_tokenizer(folder, merges=REWARD_MERGES)
     text, vision = _clip_sub_configs(vocab_size, image_size)
     torch.manual_seed(seed)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
@@ -93,7 +68,7 @@ def build_tiny_owlvit_folder(folder: str | Path, *, seed: int = 0, image_size: i
     from transformers import OwlViTConfig, OwlViTForObjectDetection
 
     folder = Path(folder)
-    vocab_size = write_tiny_clip_tokenizer(folder)
+    vocab_size = write_tiny_clip_tokenizer(folder, merges=REWARD_MERGES)
     text, vision = _clip_sub_configs(vocab_size, image_size)
     torch.manual_seed(seed)
     model = OwlViTForObjectDetection(OwlViTConfig(text_config=text, vision_config=vision, projection_dim=32))
