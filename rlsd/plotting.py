@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from rlsd.recording import image_grid  # noqa: E402
+from rlsd.recording import image_grid
 
 
 def reward_curves(metrics: pd.DataFrame, keys: Mapping[str, str], *, smooth: int = 1,
