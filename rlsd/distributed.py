@@ -137,3 +137,12 @@ def all_reduce_mean(accelerator: Any | None, t: Tensor) -> Tensor:
     if accelerator is None or accelerator.num_processes == 1:
         return t
     return accelerator.reduce(t.clone(), reduction="mean")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for ``accelerate launch --main_process_port``."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -45,21 +44,17 @@ def run(config: str | Path, overrides: list[str] | tuple[str, ...] = (), resume:
     return Path(cfg.log.run_dir)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def launch_command(config: str | Path, overrides: list[str] | tuple[str, ...] = (), *, num_processes: int = 2,
                    resume: str | None = None, cpu: bool | None = None) -> tuple[list[str], dict[str, str]]:
     """``accelerate launch`` argv and environment for ``num_processes`` local processes (CPU: gloo)."""
     import torch
 
+    from rlsd.distributed import free_port
+
     cpu = (not torch.cuda.is_available()) if cpu is None else cpu
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            "-m", "rlsd.train", "--config", str(config), *overrides]
     if resume is not None:
         cmd += ["--resume", str(resume)]

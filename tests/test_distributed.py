@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from rlsd.distributed import free_port
 import torch
 
 from rlsd.distributed import (
@@ -83,11 +84,6 @@ def test_single_process_accelerator():
     assert is_main_process(acc) and rank_and_world(acc) == (0, 1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.distributed
 def test_two_process_gloo_normalisation_equals_single_process(tmp_path):
@@ -103,7 +99,7 @@ def test_two_process_gloo_normalisation_equals_single_process(tmp_path):
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()),
+        "--main_process_port", str(free_port()),
         str(SCRIPT), str(out),
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
