@@ -25,7 +25,9 @@ def best_assignment(detections: list[Detection], spec: CaptionSpec) -> tuple[lis
     conf = [[d.confidence(o.colour, o.shape) for d in detections] for o in spec.objects]
     best, best_pick = -1.0, [None] * k
     choices = list(range(len(detections))) + [None] * k
-    for pick in set(itertools.permutations(choices, k)):
+    # dict.fromkeys, not set: a set of tuples holding None iterates in an order that changes from process to
+    # process (hash(None) is its address before Python 3.12), and ties would then pick different detections.
+    for pick in dict.fromkeys(itertools.permutations(choices, k)):
         used = [p for p in pick if p is not None]
         if len(used) != len(set(used)):
             continue
