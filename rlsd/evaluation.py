@@ -94,6 +94,29 @@ def compare(table: pd.DataFrame, reference: pd.DataFrame, reward: str) -> dict[s
     return {"win_rate": win_rate(a, b), "mean_gain": float((a - b).mean())}
 
 
+def paired_test(new: Any, reference: Any, *, higher_is_better: bool = True) -> dict[str, float]:
+    """One-sided paired test that ``new`` improves on ``reference`` (same prompts and seeds, row by row).
+
+    Returns the two means, the win-rate (ties 1/2) and ``p_value`` of the Wilcoxon signed-rank
+    test (scipy, ``zero_method="wilcox"``) against "no improvement"; pairs with equal values carry no
+    information and are dropped, and ``p_value`` is 1.0 when every pair ties.
+
+    Args:
+        new, reference: ``(N,)`` per-sample (or per-group) values of two models on the same pairs.
+        higher_is_better: ``False`` for metrics to minimise (e.g. statistical parity).
+    """
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    a, b = np.asarray(new, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired_test needs two non-empty (N,) vectors on the same pairs, got shapes {a.shape} and {b.shape}.")
+    gain = a - b if higher_is_better else b - a
+    p = 1.0 if np.all(gain == 0) else float(wilcoxon(gain, alternative="greater", zero_method="wilcox").pvalue)
+    return {"mean": float(a.mean()), "mean_reference": float(b.mean()),
+            "win_rate": float(((gain > 0) + 0.5 * (gain == 0)).mean()), "p_value": p}
+
+
 def plot_training_curves(metrics: pd.DataFrame, prefixes: tuple[str, ...] = ("reward/", "eval/")) -> Any:
     """One panel per metric family: the ``*/mean`` columns of ``metrics`` (``rlsd.recording.read_metrics``)
     whose key starts with each prefix, against the iteration. Returns the matplotlib figure."""

@@ -59,10 +59,11 @@ def test_gold_reward_in_unit_interval():
 
 
 def test_shipped_preference_model_agrees_with_gold_on_heldout_pairs():
-    """>= 90% agreement on held-out pairs whose gold scores differ by > 0.1 (near-ties excluded).
+    """>= 90% agreement with gold on held-out pairs (ties, |gold_a - gold_b| <= 0.02, are redrawn
+    as in the training pairs, like ImageReward drops tied human pairs).
 
-    Measured: 82.8% on all pairs, 89.5% / 90.6% / 92.0% at gold margins 0.02 / 0.05 / 0.1
-    (data/shapesworld_preference/MANIFEST.json).
+    Measured on these 600 pairs: 94.8% (and 86.7% when the ties are kept); on the trainer's 3000
+    held-out pairs 95.1% (data/shapesworld_preference/MANIFEST.json).
     """
     from rlsd.shapes.base_training import sha256_file
     from rlsd.shapes.preference import agreement, load_preference_model, make_pairs
@@ -71,9 +72,10 @@ def test_shipped_preference_model_agrees_with_gold_on_heldout_pairs():
     manifest = json.loads((PREFERENCE_DIR / "MANIFEST.json").read_text())
     assert all(sha256_file(PREFERENCE_DIR / f) == h for f, h in manifest["sha256"].items())
     model = load_preference_model(PREFERENCE_DIR)
-    a, b, prompts, gold = make_pairs(300, seed=1234)  # a seed never used for training
-    assert agreement(model, a, b, prompts, gold, margin=0.1) >= 0.90
-    assert agreement(model, a, b, prompts, gold, margin=0.0) >= 0.75
+    a, b, prompts, gold = make_pairs(600, seed=1234)  # a seed never used for training
+    assert agreement(model, a, b, prompts, gold, margin=0.0) >= 0.90
+    a0, b0, prompts0, gold0 = make_pairs(300, seed=1234, min_gap=0.0)  # ties kept: near-ties are coin flips
+    assert agreement(model, a0, b0, prompts0, gold0, margin=0.0) >= 0.80
     rewards, _ = build_reward("shapes_preference")(torch.cat([a[:4], b[:4]]), prompts[:4] * 2, [{}] * 8)
     assert rewards.shape == (8,) and torch.isfinite(rewards).all()
 

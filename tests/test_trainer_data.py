@@ -81,3 +81,37 @@ def test_win_rate_closed_form() -> None:
     assert win_rate([1.0, 2.0, 3.0, 4.0], [0.0, 2.0, 5.0, 1.0]) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
     with pytest.raises(ValueError, match="same pairs"):
         win_rate([1.0, 2.0], [1.0])
+
+
+def test_paired_test_detects_a_consistent_gain_and_not_noise() -> None:
+    from rlsd.evaluation import paired_test
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=64)
+    better = paired_test(base + 0.5 + 0.1 * rng.normal(size=64), base)
+    assert better["p_value"] < 1e-6 and better["win_rate"] > 0.9
+    noise = paired_test(base + rng.normal(size=64), base)
+    assert noise["p_value"] > 0.05
+    # a metric to minimise: lower values are the improvement
+    assert paired_test(base - 0.5, base, higher_is_better=False)["p_value"] < 1e-6
+    assert paired_test(base, base)["p_value"] == 1.0
+    with pytest.raises(ValueError, match="same pairs"):
+        paired_test([1.0, 2.0], [1.0])
+
+
+def test_parity_per_block_is_sp_of_each_block_and_rejects_mixed_blocks() -> None:
+    from rlsd.shapes.evaluate import parity_per_block
+    from rlsd.shapes.grammar import parse
+    from rlsd.shapes.render import render_batch
+    from rlsd.shapes.scene import sample_scene
+
+    rng = np.random.default_rng(0)
+    colours = ["red"] * 4 + ["red", "green", "blue", "yellow"]
+    scenes = [sample_scene(parse(f"a {c} circle"), rng) for c in colours]
+    images = torch.from_numpy(render_batch(scenes, rng))
+    sp = parity_per_block(images, ["a circle"] * 8, block=4)
+    np.testing.assert_allclose(sp, [0.75, 0.0], atol=1e-9)  # one colour: (1 - 1/4)^2 + 3/16; uniform: 0
+    with pytest.raises(ValueError, match="spans two prompts"):
+        parity_per_block(images, ["a circle"] * 2 + ["a square"] * 6, block=4)
+    with pytest.raises(ValueError, match="divide"):
+        parity_per_block(images, ["a circle"] * 8, block=3)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from rlsd.shapes.grammar import COLOURS
 
-__all__ = ["DEFAULT_REWARDS", "build_rewards", "evaluate", "per_prompt_table", "shipped_guidance_scale"]
+__all__ = ["DEFAULT_REWARDS", "build_rewards", "evaluate", "per_prompt_table", "shipped_guidance_scale", "parity_per_block"]
 
 DEFAULT_REWARDS: tuple[str, ...] = ("shapes_preference", "shapes_gold", "shapes_detection", "shapes_color_parity")
 
@@ -43,6 +43,25 @@ def shipped_guidance_scale(folder: str = "data/shapesworld_base") -> float:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; train the base model with python -m rlsd.shapes.base_training --out {folder}")
     return float(json.loads(path.read_text())["guidance_scale"])
+
+
+def parity_per_block(images, prompts: list[str], block: int) -> np.ndarray:
+    """Statistical parity of the main-object colours over consecutive blocks of ``block`` samples.
+
+    ``images``/``prompts`` in :class:`rlsd.evaluation.EvalResult` order (prompt-major, then seed);
+    every block must hold one prompt, so ``block`` must divide the number of seeds per prompt. Two
+    models evaluated on the same prompts and seeds give paired blocks (the unit of a paired test of SP).
+    """
+    from rlsd.rewards.parity import statistical_parity
+    from rlsd.rewards.shapes import NO_OBJECT, colour_buckets
+
+    if block < 1 or len(prompts) % block:
+        raise ValueError(f"block={block} must be >= 1 and divide the {len(prompts)} samples")
+    starts = range(0, len(prompts), block)
+    if any(len(set(prompts[i:i + block])) != 1 for i in starts):
+        raise ValueError(f"a block of {block} samples spans two prompts; choose a block that divides the seeds per prompt")
+    buckets = colour_buckets(images, list(prompts))
+    return np.asarray([statistical_parity(buckets[i:i + block], len(COLOURS), exclude=NO_OBJECT) for i in starts])
 
 
 def per_prompt_table(table: pd.DataFrame, images, reference: pd.DataFrame | None = None) -> pd.DataFrame:
