@@ -44,6 +44,10 @@ METRICS: tuple[tuple[str, str, str, bool], ...] = (
 )
 
 
+#: seeds per statistical-parity group in the evaluation (the diversity task's training group size)
+SP_BLOCK = 8
+
+
 @dataclass
 class HeldOut:
     """Held-out evaluation prompts, by the task they probe."""
@@ -82,26 +86,40 @@ def evaluate_pair(base_dir: Path, tuned_dir: Path, prompts: HeldOut, seeds: list
     return out
 
 
-def results_table(tables: dict[str, pd.DataFrame], prompts: HeldOut) -> pd.DataFrame:
-    """One row per metric: base, fine-tuned, change and (per-sample metrics) win-rate of fine-tuned vs base."""
+def results_table(evals: dict[str, tuple[pd.DataFrame, object]], prompts: HeldOut, sp_block: int) -> pd.DataFrame:
+    """One row per metric: base, fine-tuned, change, win-rate and one-sided p-value of fine-tuned vs base.
+
+    Per-sample metrics are paired by (prompt, seed); statistical parity by blocks of ``sp_block`` seeds
+    of one prompt (:func:`rlsd.shapes.evaluate.parity_per_block`). ``p`` is the Wilcoxon signed-rank
+    test of "fine-tuned is better" (:func:`rlsd.evaluation.paired_test`).
+    """
+    from rlsd.evaluation import paired_test
+    from rlsd.shapes.evaluate import parity_per_block
+
     subsets = {"all": prompts.all, "compositional": prompts.compositional, "diversity": prompts.diversity}
     rows = []
     for label, column, subset, higher in METRICS:
-        means = {name: float(t[t["prompt"].isin(subsets[subset])][column].mean()) for name, t in tables.items()}
-        tuned = tables["fine-tuned"]
-        win_col = f"win_rate/{column}"
-        win = float(tuned[tuned["prompt"].isin(subsets[subset])][win_col].mean()) if win_col in tuned else float("nan")
-        change = means["fine-tuned"] - means["base"]
-        rows.append({"metric": label, "prompts": f"{subset} ({len(subsets[subset])})", "base": means["base"],
-                     "fine-tuned": means["fine-tuned"], "change": change,
-                     "improved": change > 0 if higher else change < 0, "win-rate vs base": win})
+        values = {}
+        for name, (_, result) in evals.items():
+            keep = result.table["prompt"].isin(subsets[subset]).to_numpy()
+            if column == "statistical_parity":
+                values[name] = parity_per_block(result.images[keep], result.table["prompt"][keep].tolist(), sp_block)
+            else:
+                values[name] = result.table[column][keep].to_numpy()
+        test = paired_test(values["fine-tuned"], values["base"], higher_is_better=higher)
+        change = test["mean"] - test["mean_reference"]
+        rows.append({"metric": label, "prompts": f"{subset} ({len(subsets[subset])})", "base": test["mean_reference"],
+                     "fine-tuned": test["mean"], "change": change, "improved": change > 0 if higher else change < 0,
+                     "win-rate vs base": test["win_rate"], "p (one-sided Wilcoxon)": test["p_value"]})
     return pd.DataFrame(rows)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub-markdown rendering of ``table`` with floats to 3 decimals."""
     def cell(v: object) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return f"{v:.1e}" if 0 < abs(v) < 1e-3 else f"{v:.3f}"
+        return str(v)
 
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
@@ -169,7 +187,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     print(f"[demo] evaluating base and fine-tuned on {len(prompts.all)} held-out prompts x {len(seeds)} seeds", flush=True)
     evals = evaluate_pair(Path(cfg.model.path), export, prompts, seeds, num_steps=cfg.sample.num_steps,
                           guidance_scale=cfg.sample.guidance_scale)
-    table = results_table({k: t for k, (t, _) in evals.items()}, prompts)
+    # SP is a set statistic: one value per 8 seeds of a prompt (the training group size), else per prompt
+    sp_block = SP_BLOCK if len(seeds) % SP_BLOCK == 0 else len(seeds)
+    table = results_table(evals, prompts, sp_block=sp_block)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "results.csv", index=False)
     (out / "results.md").write_text(markdown_table(table))
