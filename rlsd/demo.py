@@ -163,15 +163,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-seeds", type=int, default=16, help="seeds per held-out prompt")
     parser.add_argument("--eval-compositional", type=int, default=12, help="held-out two-object prompts")
     parser.add_argument("--skip-train", action="store_true", help="reuse <out>/run/export from an earlier run")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch CPU threads (pinned: float reduction order, hence the exact run, depends on it)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.iterations=10")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = parse_args(argv)
+    import torch
+
     from rlsd.config import load_config
     from rlsd.train import run
 
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     overrides = [*args.overrides, f"log.run_dir={out / 'run'}"]
     cfg = load_config(args.config, overrides)

@@ -58,12 +58,18 @@ class ShapesCompositionalSource(PromptSource):
 
 
 class ShapesQualitySource(PromptSource):
-    """General captions for the preference (quality) task."""
+    """General captions for the preference (quality) task.
+
+    ``colour_open=False`` drops the colour-open captions of the diversity task, as the paper's
+    preference prompts (DiffusionDB) and fairness prompts (occupations) are different sets: a
+    learned preference for one colour then no longer acts on the diversity prompts directly.
+    """
 
     name = "shapes_quality"
 
-    def __init__(self, seed: int = 0, include_two_objects: bool = False, shuffle: bool = True):
-        prompts = single_object_prompts() + (compositional_prompts("train") if include_two_objects else [])
+    def __init__(self, seed: int = 0, include_two_objects: bool = False, colour_open: bool = True, shuffle: bool = True):
+        prompts = [p for p in single_object_prompts() if colour_open or p not in UNDERSPECIFIED_PROMPTS]
+        prompts += compositional_prompts("train") if include_two_objects else []
         super().__init__(prompts, seed=seed, shuffle=shuffle)
 
 

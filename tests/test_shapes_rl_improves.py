@@ -1,0 +1,45 @@
+"""`make demo`'s RL run increases each of the paper's three rewards, judged over seeds (slow; runs in CI).
+
+The test runs the demo job itself (``rlsd.demo.main``: joint RL of configs/shapes_joint.yaml with L_pre,
+then base vs fine-tuned on held-out prompts, 16 seeds each, the same initial noise for both models)
+and requires a one-sided Wilcoxon signed-rank p < 0.05 for each task's metric:
+
+=============================  ==============================  =============================
+metric                         held-out prompts x 16 seeds     unit of the paired test
+=============================  ==============================  =============================
+preference proxy (ImageReward)  4 colour-open + 12 two-object   (prompt, seed)
+detection score (Eq. 13)       12 unseen compositions          (prompt, seed)
+statistical parity (Eq. 12)    4 colour-open captions          block of 8 seeds of one prompt
+=============================  ==============================  =============================
+
+Known failure (issue 4, open): with the shipped config the preference proxy (p 1e-10) and the
+detection score (p 0.004) improve, but statistical parity gets worse (0.102 -> 0.270): the colour
+mass of the colour-open prompts moves from red and blue to yellow. The test is therefore a strict
+xfail: it runs in CI, and it fails (XPASS) as soon as all three improve, so the marker must then go.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ALPHA = 0.05
+#: results-table rows (rlsd.demo.METRICS) that stand for the three RL tasks
+TASK_METRICS = ("preference proxy", "detection score", "statistical parity")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 4: statistical parity does not improve in the joint demo run yet")
+def test_demo_rl_run_improves_each_task_metric_over_seeds(tmp_path, monkeypatch):
+    from rlsd.demo import main
+
+    monkeypatch.chdir(ROOT)
+    table = main(["--out", str(tmp_path / "demo"), "--figures", str(tmp_path / "figures"), "log.progress=false"])
+    rows = {m: table[table["metric"].str.startswith(m)].iloc[0] for m in TASK_METRICS}
+    report = "\n".join(f"{m}: base {r['base']:.4f} -> fine-tuned {r['fine-tuned']:.4f}, win-rate "
+                       f"{r['win-rate vs base']:.3f}, p {r['p (one-sided Wilcoxon)']:.2e}" for m, r in rows.items())
+    print(report)
+    assert all(r["improved"] and r["p (one-sided Wilcoxon)"] < ALPHA for r in rows.values()), report
+    assert (tmp_path / "demo" / "results.md").is_file() and len(list((tmp_path / "figures").glob("demo_*.png"))) == 4
