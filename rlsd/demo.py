@@ -8,7 +8,8 @@
 2. Evaluates base and fine-tuned models on held-out prompts with the same seeds (same initial noise):
    colour-open prompts for diversity, two-object compositions never seen in training for
    compositionality, and both for the preference proxy and the hidden gold quality.
-3. Writes ``<out>/results.md`` / ``results.csv`` (base vs fine-tuned, change, win-rate) and the
+3. Writes ``<out>/results.md`` / ``results.csv`` (base vs fine-tuned, change, win-rate, paired one-sided
+   Wilcoxon p; SP paired by blocks of 8 seeds) and the
    figures: reward curves per task, before/after grids on fixed seeds, the colour histogram.
 
 The paper's metric each ShapesWorld metric stands for:
