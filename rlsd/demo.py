@@ -73,18 +73,15 @@ def heldout_prompts(num_compositional: int, seed: int = 0) -> HeldOut:
 
 def evaluate_pair(base_dir: Path, tuned_dir: Path, prompts: HeldOut, seeds: list[int], *, num_steps: int,
                   guidance_scale: float) -> dict[str, tuple[pd.DataFrame, object]]:
-    """Per-prompt tables and raw results of base and fine-tuned models on the same prompts and seeds."""
+    """Per-prompt tables and raw results of base and fine-tuned models on the same prompts and seeds.
+
+    The pairwise comparison (win-rate, p) is made on the raw per-sample results by :func:`results_table`.
+    """
     from rlsd.models import load_model
     from rlsd.shapes.evaluate import evaluate
 
-    out: dict[str, tuple[pd.DataFrame, object]] = {}
-    reference = None
-    for label, folder in (("base", base_dir), ("fine-tuned", tuned_dir)):
-        table, result = evaluate(load_model(folder), prompts.all, seeds, reference=reference,
-                                 num_steps=num_steps, guidance_scale=guidance_scale)
-        out[label] = (table, result)
-        reference = result.table
-    return out
+    return {label: evaluate(load_model(folder), prompts.all, seeds, num_steps=num_steps, guidance_scale=guidance_scale)
+            for label, folder in (("base", base_dir), ("fine-tuned", tuned_dir))}
 
 
 def results_table(evals: dict[str, tuple[pd.DataFrame, object]], prompts: HeldOut, sp_block: int) -> pd.DataFrame:

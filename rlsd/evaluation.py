@@ -113,8 +113,8 @@ def paired_test(new: Any, reference: Any, *, higher_is_better: bool = True) -> d
         raise ValueError(f"paired_test needs two non-empty (N,) vectors on the same pairs, got shapes {a.shape} and {b.shape}.")
     gain = a - b if higher_is_better else b - a
     p = 1.0 if np.all(gain == 0) else float(wilcoxon(gain, alternative="greater", zero_method="wilcox").pvalue)
-    return {"mean": float(a.mean()), "mean_reference": float(b.mean()),
-            "win_rate": float(((gain > 0) + 0.5 * (gain == 0)).mean()), "p_value": p}
+    win = win_rate(a, b) if higher_is_better else win_rate(b, a)
+    return {"mean": float(a.mean()), "mean_reference": float(b.mean()), "win_rate": win, "p_value": p}
 
 
 def plot_training_curves(metrics: pd.DataFrame, prefixes: tuple[str, ...] = ("reward/", "eval/")) -> Any:
