@@ -71,7 +71,22 @@ def heldout_prompts(num_compositional: int, seed: int = 0) -> HeldOut:
     return HeldOut(list(UNDERSPECIFIED_PROMPTS), random.Random(seed).sample(pool, num_compositional))
 
 
-def evaluate_pair(base_dir: Path, tuned_dir: Path, prompts: HeldOut, seeds: list[int], *, num_steps: int,
+def eval_seeds(prompts: HeldOut, num_seeds: int, num_diversity_seeds: int) -> dict[str, list[int]]:
+    """``{prompt: seeds}``: one seed range shared by the compositional prompts, a disjoint range per colour-open one.
+
+    The colour-open captions barely steer the base model beyond the colour prior, so on shared seeds
+    "a circle" and "a square" give near-copies of one image and their SP blocks would not be independent.
+    All seeds lie outside the training sample streams.
+    """
+    shared = list(range(10_000, 10_000 + num_seeds))
+    seeds = {p: shared for p in prompts.compositional}
+    for i, p in enumerate(prompts.diversity):
+        start = 20_000 + i * num_diversity_seeds
+        seeds[p] = list(range(start, start + num_diversity_seeds))
+    return seeds
+
+
+def evaluate_pair(base_dir: Path, tuned_dir: Path, prompts: HeldOut, seeds: dict[str, list[int]], *, num_steps: int,
                   guidance_scale: float) -> dict[str, tuple[pd.DataFrame, object]]:
     """Per-prompt tables and raw results of base and fine-tuned models on the same prompts and seeds.
 
@@ -124,7 +139,7 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_figures(run_dir: Path, evals: dict, prompts: HeldOut, seeds: list[int], figures: Path, params: dict) -> list[Path]:
+def write_figures(run_dir: Path, evals: dict, prompts: HeldOut, figures: Path, params: dict) -> list[Path]:
     """Reward curves, before/after grids and the colour histogram, each saved with its JSON sidecar."""
     import matplotlib.pyplot as plt
 
@@ -139,10 +154,10 @@ def write_figures(run_dir: Path, evals: dict, prompts: HeldOut, seeds: list[int]
     source = f"python -m rlsd.demo; run {run_dir}"
     saved = [save_figure(reward_curves(metrics, curves, smooth=5), "demo_reward_curves", params=params,
                          data_source=source, out_dir=figures)["png"]]
-    n_seeds = len(seeds)
     (base_table, base), (_, tuned) = evals["base"], evals["fine-tuned"]
+    prompt_col = base.table["prompt"].to_numpy()
     for name, chosen in (("compositional", prompts.compositional[:4]), ("diversity", prompts.diversity)):
-        rows = [prompts.all.index(p) * n_seeds + s for p in chosen for s in range(min(n_seeds, 2))]
+        rows = [int(r) for p in chosen for r in (prompt_col == p).nonzero()[0][:2]]  # first 2 seeds of each prompt
         fig = before_after_grid(base.images[rows], tuned.images[rows], [base.table["prompt"][r] for r in rows])
         saved.append(save_figure(fig, f"demo_before_after_{name}", params=params, data_source=source, out_dir=figures)["png"])
     under = {label: t[t["prompt"].isin(prompts.diversity)][[f"share_{c}" for c in COLOURS]].mean().to_numpy()
@@ -158,7 +173,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default="configs/shapes_joint.yaml", help="RL config (ShapesWorld joint)")
     parser.add_argument("--out", default="outputs/demo", help="run, results table and evaluation outputs")
     parser.add_argument("--figures", default="figures", help="where figures (PNG, PDF, JSON sidecar) go")
-    parser.add_argument("--eval-seeds", type=int, default=16, help="seeds per held-out prompt")
+    parser.add_argument("--eval-seeds", type=int, default=16, help="seeds per held-out compositional prompt (shared)")
+    parser.add_argument("--eval-diversity-seeds", type=int, default=32,
+                        help="seeds per colour-open prompt (each prompt its own; SP is paired by blocks of 8)")
     parser.add_argument("--eval-compositional", type=int, default=12, help="held-out two-object prompts")
     parser.add_argument("--skip-train", action="store_true", help="reuse <out>/run/export from an earlier run")
     parser.add_argument("--threads", type=int, default=2,
@@ -188,19 +205,25 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if not export.is_dir():
         raise FileNotFoundError(f"{export} does not exist; run the demo without --skip-train first")
     prompts = heldout_prompts(args.eval_compositional, seed=cfg.train.seed)
-    seeds = list(range(10_000, 10_000 + args.eval_seeds))  # disjoint from training sample streams
-    print(f"[demo] evaluating base and fine-tuned on {len(prompts.all)} held-out prompts x {len(seeds)} seeds", flush=True)
+    if min(args.eval_seeds, args.eval_diversity_seeds) < 1:
+        raise ValueError(f"--eval-seeds and --eval-diversity-seeds must be >= 1, got {args.eval_seeds}, {args.eval_diversity_seeds}")
+    seeds = eval_seeds(prompts, args.eval_seeds, args.eval_diversity_seeds)
+    print(f"[demo] evaluating base and fine-tuned on {len(prompts.compositional)} held-out compositions x "
+          f"{args.eval_seeds} seeds and {len(prompts.diversity)} colour-open prompts x {args.eval_diversity_seeds} seeds",
+          flush=True)
     evals = evaluate_pair(Path(cfg.model.path), export, prompts, seeds, num_steps=cfg.sample.num_steps,
                           guidance_scale=cfg.sample.guidance_scale)
     # SP is a set statistic: one value per 8 seeds of a prompt (the training group size), else per prompt
-    sp_block = SP_BLOCK if len(seeds) % SP_BLOCK == 0 else len(seeds)
+    n_div = args.eval_diversity_seeds
+    sp_block = SP_BLOCK if n_div % SP_BLOCK == 0 else n_div
     table = results_table(evals, prompts, sp_block=sp_block)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "results.csv", index=False)
     (out / "results.md").write_text(markdown_table(table))
-    params = {"config": args.config, "overrides": overrides, "eval_seeds": seeds, "heldout": prompts.all}
+    params = {"config": args.config, "overrides": overrides, "heldout": prompts.all,
+              "eval_seeds": {p: [s[0], s[-1]] for p, s in seeds.items()}}  # first and last of each range
     (out / "heldout.json").write_text(json.dumps(params, indent=2))
-    figures = write_figures(run_dir, evals, prompts, seeds, Path(args.figures), params)
+    figures = write_figures(run_dir, evals, prompts, Path(args.figures), params)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("[demo] wrote", out / "results.md", *figures, sep="\n  ")
     return table

@@ -7,6 +7,7 @@ For distribution-level rewards the images of one prompt (all seeds) form one gro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,18 +40,25 @@ def _generator(seed: int) -> torch.Generator:
 
 
 @torch.no_grad()
-def evaluate(model: Any, prompts: list[str], seeds: list[int], rewards: dict[str, Any], *, num_steps: int,
-             guidance_scale: float, eta: float = 1.0, batch_size: int = 16) -> EvalResult:
+def evaluate(model: Any, prompts: list[str], seeds: list[int] | Mapping[str, list[int]], rewards: dict[str, Any], *,
+             num_steps: int, guidance_scale: float, eta: float = 1.0, batch_size: int = 16) -> EvalResult:
     """Sample every prompt once per seed and score the images with every reward.
 
     Args:
-        model: ``T2IModel``; prompts: P prompts; seeds: S seeds (N = P * S samples).
+        model: ``T2IModel``; prompts: P prompts.
+        seeds: S seeds shared by all prompts (N = P * S samples), or ``{prompt: seeds}`` to give prompts
+            their own seeds (prompts whose images barely depend on the text, such as ShapesWorld's
+            colour-open captions, would otherwise repeat one another's samples).
         rewards: ``{name: Reward}`` (built with ``rlsd.rewards.build_reward``).
         batch_size: samples per ``sample_trajectories`` call (does not change the results).
     """
     if not prompts or not seeds:
         raise ValueError("evaluation needs at least one prompt and one seed; set eval.prompts and eval.seeds.")
-    pairs = [(p, s, i) for i, p in enumerate(prompts) for s in seeds]
+    if isinstance(seeds, Mapping):
+        missing = [p for p in prompts if not seeds.get(p)]
+        if missing:
+            raise ValueError(f"no seeds given for prompt(s) {missing}")
+    pairs = [(p, s, i) for i, p in enumerate(prompts) for s in (seeds[p] if isinstance(seeds, Mapping) else seeds)]
     images = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]

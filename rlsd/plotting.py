@@ -24,7 +24,8 @@ def reward_curves(metrics: pd.DataFrame, keys: Mapping[str, str], *, smooth: int
     Args:
         metrics: wide frame indexed by iteration (``rlsd.recording.read_metrics``).
         keys: ``{panel title: column}``; columns absent from ``metrics`` are reported, not skipped.
-        smooth: centred rolling-mean window drawn over the raw curve (1 = raw only).
+        smooth: centred rolling-mean window drawn over the raw curve (1 = raw only); curves with fewer than
+            ``2 * smooth`` points (held-out evals) are drawn raw, with markers.
     """
     missing = [col for col in keys.values() if col not in metrics.columns]
     if missing:
@@ -32,8 +33,10 @@ def reward_curves(metrics: pd.DataFrame, keys: Mapping[str, str], *, smooth: int
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.0), squeeze=False)
     for ax, (panel, col) in zip(axes[0], keys.items()):
         series = metrics[col].dropna()
-        ax.plot(series.index, series.values, color="0.7" if smooth > 1 else "C0", lw=1)
-        if smooth > 1:
+        smoothed = smooth > 1 and len(series) >= 2 * smooth  # a window over a few points (e.g. evals) flattens them
+        ax.plot(series.index, series.values, color="0.7" if smoothed else "C0", lw=1,
+                marker=None if len(series) > 10 else "o", ms=3)
+        if smoothed:
             ax.plot(series.index, series.rolling(smooth, center=True, min_periods=1).mean(), color="C0", lw=2)
         ax.set_title(panel, fontsize=10)
         ax.set_xlabel("iteration")

@@ -130,3 +130,18 @@ def test_save_figure_records_commit(tmp_path):
     meta = json.loads(meta_path.read_text())
     assert re.fullmatch(r"[0-9a-f]{40}", meta["git_commit"]) and meta["git_commit"] == head
     assert meta["git_dirty"] is False
+
+
+def test_reward_curves_smooth_long_series_but_not_a_few_eval_points():
+    import pandas as pd
+
+    from rlsd.plotting import reward_curves
+
+    metrics = pd.DataFrame({"reward/a/mean": np.arange(30.0)}, index=np.arange(1, 31))
+    metrics["eval/b/mean"] = np.where(metrics.index % 10 == 0, [float(i) for i in range(30)], np.nan)
+    fig = reward_curves(metrics, {"train": "reward/a/mean", "eval": "eval/b/mean"}, smooth=5)
+    train_ax, eval_ax = fig.axes
+    assert len(train_ax.lines) == 2  # raw + rolling mean
+    assert len(eval_ax.lines) == 1  # 3 points: a 5-wide window would draw their mean as a flat line
+    np.testing.assert_array_equal(eval_ax.lines[0].get_ydata(), [9.0, 19.0, 29.0])
+    plt.close(fig)

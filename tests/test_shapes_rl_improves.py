@@ -1,16 +1,17 @@
 """`make demo`'s RL run increases each of the paper's three rewards, judged over seeds (slow; runs in CI).
 
 The test runs the demo job itself (``rlsd.demo.main``: joint RL of configs/shapes_joint.yaml with L_pre,
-then base vs fine-tuned on held-out prompts, 16 seeds each, the same initial noise for both models)
-and requires a one-sided Wilcoxon signed-rank p < 0.05 for each task's metric:
+then base vs fine-tuned on held-out prompts, the same initial noise for both models) and requires a
+one-sided Wilcoxon signed-rank p < 0.05 for each task's metric:
 
-=============================  ==============================  =============================
-metric                         held-out prompts x 16 seeds     unit of the paired test
-=============================  ==============================  =============================
-preference proxy (ImageReward)  4 colour-open + 12 two-object   (prompt, seed)
-detection score (Eq. 13)       12 unseen compositions          (prompt, seed)
-statistical parity (Eq. 12)    4 colour-open captions          block of 8 seeds of one prompt
-=============================  ==============================  =============================
+===============================  ===================================  =================================
+metric                           held-out prompts x seeds             unit of the paired test
+===============================  ===================================  =================================
+preference proxy (ImageReward)   12 two-object x 16 (shared seeds)    (prompt, seed)
+                                 + 4 colour-open x 32 (own seeds)
+detection score (Eq. 13)         12 unseen compositions x 16          (prompt, seed)
+statistical parity (Eq. 12)      4 colour-open captions x 32          block of 8 seeds of one prompt
+===============================  ===================================  =================================
 
 Known failure (issue 4, open): with the shipped config the preference proxy (p 1e-10) and the
 detection score (p 0.004) improve, but statistical parity gets worse (0.102 -> 0.270): the colour

@@ -77,6 +77,28 @@ def test_evaluation_is_seeded_and_batch_independent() -> None:
     assert compare(a.table, b.table, "jpeg_compressibility")["win_rate"] == pytest.approx(0.5, abs=0.25)
 
 
+def test_evaluation_accepts_seeds_per_prompt() -> None:
+    model = build_tiny_pixel_model(seed=0)
+    rewards = {"jpeg_compressibility": build_reward("jpeg_compressibility")}
+    kwargs = dict(num_steps=2, guidance_scale=3.0)
+    shared = evaluate(model, ["a cat", "a dog"], [0, 1, 5], rewards, **kwargs)
+    own = evaluate(model, ["a cat", "a dog"], {"a cat": [0, 1], "a dog": [5]}, rewards, **kwargs)
+    assert list(own.table["prompt"]) == ["a cat", "a cat", "a dog"] and list(own.table["seed"]) == [0, 1, 5]
+    torch.testing.assert_close(own.images, shared.images[[0, 1, 5]], rtol=1e-5, atol=1e-5)  # same seed, same sample
+    with pytest.raises(ValueError, match="a dog"):
+        evaluate(model, ["a cat", "a dog"], {"a cat": [0]}, rewards, **kwargs)
+
+
+def test_demo_gives_each_colour_open_prompt_its_own_seeds() -> None:
+    from rlsd.demo import HeldOut, eval_seeds
+
+    prompts = HeldOut(diversity=["a circle", "a shape"], compositional=["a red circle left of a blue square", "a blue square"])
+    seeds = eval_seeds(prompts, num_seeds=4, num_diversity_seeds=8)
+    assert seeds["a red circle left of a blue square"] == seeds["a blue square"] == [10_000, 10_001, 10_002, 10_003]
+    assert len(seeds["a circle"]) == len(seeds["a shape"]) == 8
+    assert not set(seeds["a circle"]) & set(seeds["a shape"]) and not set(seeds["a circle"]) & set(seeds["a blue square"])
+
+
 def test_win_rate_closed_form() -> None:
     assert win_rate([1.0, 2.0, 3.0, 4.0], [0.0, 2.0, 5.0, 1.0]) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
     with pytest.raises(ValueError, match="same pairs"):

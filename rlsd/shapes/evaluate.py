@@ -87,14 +87,15 @@ def per_prompt_table(table: pd.DataFrame, images, reference: pd.DataFrame | None
     return pd.DataFrame(rows)
 
 
-def evaluate(model: Any, prompts: list[str], seeds: list[int], rewards: dict[str, Any] | None = None, *,
+def evaluate(model: Any, prompts: list[str], seeds: list[int] | dict[str, list[int]], rewards: dict[str, Any] | None = None, *,
              reference: pd.DataFrame | None = None, num_steps: int = 50, guidance_scale: float = 5.0,
              eta: float = 1.0, batch_size: int = 32):
     """Sample, score and aggregate; returns ``(per_prompt_table, EvalResult)``.
 
     Args:
         model: ``T2IModel`` (e.g. ``rlsd.models.load_model("data/shapesworld_base")``).
-        prompts, seeds: P prompts x S seeds; the seeds fix the initial noise of each sample.
+        prompts, seeds: P prompts x S seeds, or ``{prompt: seeds}``; the seeds fix the initial noise of
+            each sample.
         rewards: ``{name: Reward}``; default :data:`DEFAULT_REWARDS`.
         reference: per-sample ``EvalResult.table`` of the base model on the same prompts/seeds.
     """
