@@ -32,6 +32,18 @@ def test_detector_localises_objects():
     assert det.centre[1] > 0.7  # a triangle's mass centre lies below its box centre
 
 
+def test_canvas_filling_colour_is_background_not_an_object():
+    largest = Scene((SceneObject("circle", "green", (0.5, 0.5), 0.25),))  # the largest object the renderer draws
+    assert [(d.colour, d.shape) for d in detect(render(largest))] == [("green", "circle")]
+    grey = np.full((3, 32, 32), 0.5)
+    tint = grey + np.array([-0.2, 0.25, -0.2])[:, None, None]  # a green cast over the whole canvas
+    rng = np.random.default_rng(0)
+    green_noise = np.clip(tint + rng.normal(0, 0.15, size=tint.shape), 0, 1)  # what an RL collapse looked like
+    assert detect(tint) == []
+    assert all(d.area <= 0.3 * 32 * 32 for d in detect(green_noise))
+    assert not [d for d in detect(green_noise) if d.colour == "green" and d.area > 100]
+
+
 def test_caption_match_scores_presence_and_relation():
     scene = Scene((SceneObject("circle", "red", (0.25, 0.5), 0.13), SceneObject("square", "blue", (0.75, 0.5), 0.13)), "left of")
     dets = detect(render(scene))

@@ -5,8 +5,10 @@ Pipeline for one image (3, H, W) in [0, 1]:
 1. Chroma ``c = max(rgb) - min(rgb)`` and hue per pixel. Mixing a palette colour with grey
    (anti-aliasing, desaturation) keeps its hue, so each pixel is assigned to the nearest colour
    bucket by hue; its *coverage* is ``c / chroma(palette colour)`` (clipped to 1).
-2. Pixels with coverage >= 0.5 form per-colour masks; 4-connected components are objects
-   (components with soft area < ``min_area`` px are dropped as noise).
+2. Pixels with coverage >= 0.5 form per-colour masks; 4-connected components are objects.
+   Components with soft area < ``min_area`` px are dropped as noise, and components larger than
+   ``max_area_frac`` of the canvas (1.5x the largest object the renderer draws, a lone circle of
+   half-extent 0.25: 201 px of 1024) as background: a tinted or noisy canvas is not an object.
 3. Shape from two scale-free features of the soft coverage inside the component's box:
    ``fill = area / (width * height)`` (square 1, circle pi/4, triangle 1/2; width/height are
    sums of column/row maxima, so anti-aliasing is accounted for) and ``bottom = share of mass
@@ -97,12 +99,14 @@ def _shape_probs(cov: np.ndarray) -> dict[str, float]:
     return {s: float(z[s] / total) for s in SHAPES}
 
 
-def detect(image: np.ndarray, *, min_area: float = 3.0, full_area_frac: float = 0.02) -> list[Detection]:
+def detect(image: np.ndarray, *, min_area: float = 3.0, full_area_frac: float = 0.02,
+           max_area_frac: float = 0.3) -> list[Detection]:
     """Detect objects in one image (3, H, W) float in [0, 1] (or (H, W, 3) uint8).
 
     Args:
         min_area: components with soft area below this many pixels are discarded.
         full_area_frac: soft area (fraction of the canvas) at which objectness reaches 1.
+        max_area_frac: components with a larger soft area (fraction of the canvas) are background.
     """
     img = np.asarray(image)
     if img.dtype == np.uint8:
@@ -126,7 +130,7 @@ def detect(image: np.ndarray, *, min_area: float = 3.0, full_area_frac: float = 
             grown = ndimage.binary_dilation(labels[sl] == idx)
             cov = np.where(grown, cov_k[sl], 0.0)
             area = float(cov.sum())
-            if area < min_area:
+            if area < min_area or area > max_area_frac * res_x * res_y:
                 continue
             ys, xs = np.mgrid[sl[0], sl[1]]
             cy, cx = float((cov * (ys + 0.5)).sum() / area), float((cov * (xs + 0.5)).sum() / area)
