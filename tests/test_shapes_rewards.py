@@ -40,6 +40,29 @@ def test_color_parity_of_a_group_without_objects_is_the_maximum_penalty():
     assert torch.allclose(rewards, torch.full((2,), -0.75))
 
 
+def test_leave_one_out_credit_is_each_images_marginal_contribution():
+    colours = ["red"] * 5 + ["green", "blue", "yellow"]
+    loo = build_reward({"name": "shapes_color_parity", "credit": "leave_one_out"})
+    rewards, info = loo(_circles(colours), ["a circle"] * 8, [{"group": 0}] * 8)
+
+    def sp(counts):
+        p = np.asarray(counts) / sum(counts)
+        return float(((p - 0.25) ** 2).sum())
+
+    full = sp([5, 1, 1, 1])
+    expected = [-full + sp([4, 1, 1, 1])] * 5 + [-full + sp([5, 0, 1, 1])] * 3
+    assert torch.allclose(rewards, torch.tensor(expected, dtype=torch.float32), atol=1e-6)
+    assert (rewards[:5] < 0).all() and (rewards[5:] > 0).all()  # over-represented red vs missing colours
+    assert torch.allclose(info["group_value"], torch.full((8,), -full))
+    # the baseline F(G without i) must not depend on image i: recolouring image 0 leaves value - reward of 0 alone
+    changed, info2 = loo(_circles(["blue"] + colours[1:]), ["a circle"] * 8, [{"group": 0}] * 8)
+    assert float(info2["group_value"][0] - changed[0]) == pytest.approx(float(info["group_value"][0] - rewards[0]), abs=1e-6)
+    group, _ = build_reward("shapes_color_parity")(_circles(colours), ["a circle"] * 8, [{"group": 0}] * 8)
+    assert torch.allclose(group, torch.full((8,), -full))  # the paper's credit: one value per group
+    with pytest.raises(ValueError, match="credit"):
+        build_reward({"name": "shapes_color_parity", "credit": "per_image"})
+
+
 def test_detection_reward_with_and_without_relation():
     scene = Scene((SceneObject("circle", "red", (0.25, 0.5), 0.13), SceneObject("square", "blue", (0.75, 0.5), 0.13)), "left of")
     images = torch.from_numpy(render_batch([scene] * 2))

@@ -31,6 +31,7 @@ __all__ = [
     "AsyncReward",
     "validate_reward_inputs",
     "group_indices",
+    "CREDITS",
 ]
 
 _RANGE_TOL = 1e-4  # tolerated overshoot of [0, 1] from float round-off in decoders
@@ -102,14 +103,33 @@ class Reward:
         return f"{type(self).__name__}(name={self.name!r}, distribution_level={self.distribution_level})"
 
 
+#: how a group's value becomes its members' rewards (DistributionReward.credit)
+CREDITS = ("group", "leave_one_out")
+
+
 class DistributionReward(Reward):
-    """A reward defined on a set of images: computed per prompt group, broadcast to its members.
+    """A reward defined on a set of images: computed per prompt group, then credited to its members.
 
     Subclasses implement :meth:`score_group`. Per-image info tensors (g,) returned for a group are
     scattered back into (B,) tensors; group-level floats are broadcast to every member.
+
+    ``credit`` (a constructor argument of the subclasses that offer it):
+
+    - ``"group"`` (the paper): every member of group G gets F(G).
+    - ``"leave_one_out"``: member i gets F(G) - F(G without i), its marginal contribution. F(G without i)
+      does not depend on image i, so it is a baseline: the expected policy gradient, hence the objective
+      E[F(G)], is unchanged, while each image is credited with its own effect (an image of an
+      over-represented bucket is negative, one of a missing bucket positive) instead of sharing one noisy
+      group value. Costs one extra ``score_group`` call per member.
     """
 
     distribution_level = True
+    credit = "group"
+
+    def _check_credit(self, credit: str) -> str:
+        if credit not in CREDITS:
+            raise ValueError(f"credit must be one of {CREDITS}, got {credit!r}")
+        return credit
 
     def score_group(self, images: Tensor, prompts: list[str], metadata: list[dict]) -> tuple[float, dict]:
         """Return the group's reward and info (tensors (g,) per image or floats per group)."""
@@ -123,6 +143,12 @@ class DistributionReward(Reward):
             value, group_info = self.score_group(images[idx], [prompts[i] for i in idx], [metadata[i] for i in idx])
             index = torch.tensor(idx)
             rewards[index] = float(value)
+            if self.credit == "leave_one_out" and len(idx) > 1:
+                for i in idx:
+                    rest = [k for k in idx if k != i]
+                    rest_value, _ = self.score_group(images[rest], [prompts[k] for k in rest], [metadata[k] for k in rest])
+                    rewards[i] = float(value) - float(rest_value)
+                group_info = {**group_info, "group_value": float(value)}
             for key, val in group_info.items():
                 val = torch.as_tensor(val, dtype=torch.float32).detach().cpu()
                 info.setdefault(key, torch.zeros(batch, dtype=torch.float32))[index] = val

@@ -113,6 +113,9 @@ class ShapesColorParity(DistributionReward):
 
     name = "shapes_color_parity"
 
+    def __init__(self, credit: str = "group"):
+        self.credit = self._check_credit(credit)
+
     def score_group(self, images: Tensor, prompts: list[str], metadata: list[dict]) -> tuple[float, dict]:
         from rlsd.shapes.grammar import COLOURS
 
@@ -140,6 +143,10 @@ def shapes_preference(model_dir: str | Path = DEFAULT_PREFERENCE_DIR) -> ShapesP
 
 
 @register_reward("shapes_color_parity")
-def shapes_color_parity() -> ShapesColorParity:
-    """Distribution-level colour statistical parity reward (-SP per prompt group)."""
-    return ShapesColorParity()
+def shapes_color_parity(credit: str = "group") -> ShapesColorParity:
+    """Distribution-level colour statistical parity reward (-SP per prompt group).
+
+    ``credit="group"``: every image gets its group's -SP (the paper); ``"leave_one_out"``: its marginal
+    contribution -SP(G) + SP(G without it), see :class:`rlsd.rewards.base.DistributionReward`.
+    """
+    return ShapesColorParity(credit)
