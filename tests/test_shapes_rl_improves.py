@@ -13,10 +13,11 @@ detection score (Eq. 13)         12 unseen compositions x 16          (prompt, s
 statistical parity (Eq. 12)      4 colour-open captions x 32          block of 8 seeds of one prompt
 ===============================  ===================================  =================================
 
-Known failure (issue 4, open): with the shipped config the preference proxy (p 1e-10) and the
-detection score (p 0.004) improve, but statistical parity gets worse (0.102 -> 0.270): the colour
-mass of the colour-open prompts moves from red and blue to yellow. The test is therefore a strict
-xfail: it runs in CI, and it fails (XPASS) as soon as all three improve, so the marker must then go.
+Known failure (issue 4, open): the outcome of one 30-iteration run is close to a coin flip per metric.
+With the shipped config at the current code (seed 0) the preference proxy improves (p 0.004) and
+statistical parity drops 0.199 -> 0.154 (p 0.16), but the detection score does not move (p 0.26). Earlier
+code and configs improved preference and detection but made parity worse. The test is therefore a
+strict xfail: it runs in CI, and it fails (XPASS) as soon as all three improve, so the marker must then go.
 """
 
 from __future__ import annotations
