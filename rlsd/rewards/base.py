@@ -117,8 +117,9 @@ class DistributionReward(Reward):
 
     - ``"group"`` (the paper): every member of group G gets F(G).
     - ``"leave_one_out"``: member i gets F(G) - F(G without i), its marginal contribution. F(G without i)
-      does not depend on image i, so it is a baseline: the expected policy gradient, hence the objective
-      E[F(G)], is unchanged, while each image is credited with its own effect (an image of an
+      does not depend on image i (samples are drawn independently), so it acts as a per-image baseline:
+      the REINFORCE estimate of the gradient of E[F(G)] keeps its expectation (before the trainer's
+      advantage normalisation), while each image is credited with its own effect (an image of an
       over-represented bucket is negative, one of a missing bucket positive) instead of sharing one noisy
       group value. Costs one extra ``score_group`` call per member.
     """
