@@ -54,11 +54,11 @@ def evaluate(model: Any, prompts: list[str], seeds: list[int] | Mapping[str, lis
     """
     if not prompts or not seeds:
         raise ValueError("evaluation needs at least one prompt and one seed; set eval.prompts and eval.seeds.")
-    if isinstance(seeds, Mapping):
-        missing = [p for p in prompts if not seeds.get(p)]
-        if missing:
-            raise ValueError(f"no seeds given for prompt(s) {missing}")
-    pairs = [(p, s, i) for i, p in enumerate(prompts) for s in (seeds[p] if isinstance(seeds, Mapping) else seeds)]
+    per_prompt = seeds if isinstance(seeds, Mapping) else {p: seeds for p in prompts}
+    missing = [p for p in prompts if not per_prompt.get(p)]
+    if missing:
+        raise ValueError(f"no seeds given for prompt(s) {missing}")
+    pairs = [(p, s, i) for i, p in enumerate(prompts) for s in per_prompt[p]]
     images = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
