@@ -32,7 +32,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 
 from rlsd.shapes.grammar import COLOURS
 
@@ -114,11 +116,12 @@ def results_table(evals: dict[str, tuple[pd.DataFrame, object]], prompts: HeldOu
     for label, column, subset, higher in METRICS:
         values = {}
         for name, (_, result) in evals.items():
-            keep = result.table["prompt"].isin(subsets[subset]).to_numpy()
+            keep = np.flatnonzero(result.table["prompt"].isin(subsets[subset]).to_numpy())
             if column == "statistical_parity":
-                values[name] = parity_per_block(result.images[keep], result.table["prompt"][keep].tolist(), sp_block)
+                values[name] = parity_per_block(result.images[torch.from_numpy(keep)],
+                                                result.table["prompt"].iloc[keep].tolist(), sp_block)
             else:
-                values[name] = result.table[column][keep].to_numpy()
+                values[name] = result.table[column].iloc[keep].to_numpy()
         test = paired_test(values["fine-tuned"], values["base"], higher_is_better=higher)
         change = test["mean"] - test["mean_reference"]
         rows.append({"metric": label, "prompts": f"{subset} ({len(subsets[subset])})", "base": test["mean_reference"],

@@ -78,13 +78,20 @@ def evaluate(model: Any, prompts: list[str], seeds: list[int] | Mapping[str, lis
     return EvalResult(summary=summary, table=table, images=images_t)
 
 
+def _float64(values: Tensor | Any) -> Tensor:
+    """A float64 CPU tensor of ``values``; array-likes are copied (pandas may hand out read-only arrays)."""
+    if isinstance(values, Tensor):
+        return values.detach().to("cpu", torch.float64)
+    return torch.tensor(values, dtype=torch.float64)
+
+
 def win_rate(rewards: Tensor | Any, reference: Tensor | Any) -> float:
     """Fraction of paired samples where ``rewards`` beats ``reference`` (ties count 1/2).
 
     Args:
         rewards, reference: ``(N,)`` rewards of two models on the same (prompt, seed) pairs.
     """
-    a, b = torch.as_tensor(rewards, dtype=torch.float64), torch.as_tensor(reference, dtype=torch.float64)
+    a, b = _float64(rewards), _float64(reference)
     if a.shape != b.shape or a.ndim != 1 or a.numel() == 0:
         raise ValueError(f"win_rate needs two non-empty (N,) reward vectors on the same pairs, got shapes "
                          f"{tuple(a.shape)} and {tuple(b.shape)}.")

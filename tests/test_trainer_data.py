@@ -99,6 +99,39 @@ def test_demo_gives_each_colour_open_prompt_its_own_seeds() -> None:
     assert not set(seeds["a circle"]) & set(seeds["a shape"]) and not set(seeds["a circle"]) & set(seeds["a blue square"])
 
 
+def test_demo_results_table_pairs_parity_blocks_and_per_sample_metrics() -> None:
+    """Base: 16 red circles (SP 0.75 per block of 8); fine-tuned: 4 of each colour per block (SP 0)."""
+    import pandas as pd
+
+    from rlsd.demo import HeldOut, results_table
+    from rlsd.evaluation import EvalResult
+    from rlsd.shapes.render import render_batch
+    from rlsd.shapes.scene import Scene, SceneObject
+
+    prompts = HeldOut(diversity=["a circle"], compositional=["a red circle left of a blue square"])
+    pair = Scene((SceneObject("circle", "red", (0.25, 0.5), 0.13), SceneObject("square", "blue", (0.75, 0.5), 0.13)),
+                 "left of")
+
+    def result(colours: list[str], detection: list[float]) -> EvalResult:
+        scenes = [Scene((SceneObject("circle", c, (0.5, 0.5), 0.2),)) for c in colours] + [pair] * len(detection)
+        images = torch.from_numpy(render_batch(scenes))
+        names = ["a circle"] * len(colours) + prompts.compositional * len(detection)
+        table = pd.DataFrame({"prompt": names, "shapes_preference": 0.0, "shapes_gold": 0.5,
+                              "shapes_detection": [0.0] * len(colours) + detection})
+        return EvalResult({}, table, images)
+
+    balanced = ["red", "green", "blue", "yellow"] * 4
+    evals = {"base": (None, result(["red"] * 16, [0.2] * 6)), "fine-tuned": (None, result(balanced, [0.9] * 6))}
+    table = results_table(evals, prompts, sp_block=8).set_index("metric")
+    sp = table.loc["statistical parity (≈ Eq. 12)"]
+    assert sp["base"] == pytest.approx(0.75) and sp["fine-tuned"] == pytest.approx(0.0) and sp["improved"]
+    assert sp["prompts"] == "diversity (1)"
+    det = table.loc["detection score (≈ Eq. 13)"]
+    assert det["base"] == pytest.approx(0.2) and det["fine-tuned"] == pytest.approx(0.9) and det["improved"]
+    assert det["p (one-sided Wilcoxon)"] < 0.05 and det["win-rate vs base"] == 1.0
+    assert not table.loc["gold quality (never optimised)", "improved"]  # no change is no improvement
+
+
 def test_win_rate_closed_form() -> None:
     assert win_rate([1.0, 2.0, 3.0, 4.0], [0.0, 2.0, 5.0, 1.0]) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
     with pytest.raises(ValueError, match="same pairs"):
