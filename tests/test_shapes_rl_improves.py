@@ -16,7 +16,8 @@ statistical parity (Eq. 12)      4 colour-open captions x 32          block of 8
 Known failure (issue 4, open): the outcome of one 30-iteration run is close to a coin flip per metric.
 With the shipped config at the current code (seed 0) the preference proxy improves (p 0.004) and
 statistical parity drops 0.199 -> 0.154 (p 0.16), but the detection score does not move (p 0.26). Earlier
-code and configs improved preference and detection but made parity worse. The test is therefore a
+code and configs improved preference and detection but made parity worse. In no joint run so far did the
+compositional task's *training* reward rise (8 prompts per iteration); see the issue 4 notes. The test is therefore a
 strict xfail: it runs in CI, and it fails (XPASS) as soon as all three improve, so the marker must then go.
 """
 
