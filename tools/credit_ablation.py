@@ -26,28 +26,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def colour_counts(model_dir: Path, num_seeds: int, num_steps: int, guidance_scale: float) -> dict[str, list[int]]:
-    """``{prompt: [no object, red, green, blue, yellow]}`` counts over ``num_seeds`` samples of each colour-open prompt."""
+    """``{prompt: [no object, red, green, blue, yellow]}`` counts over ``num_seeds`` samples of each colour-open prompt.
+
+    The seeds are the demo's held-out ones (:func:`rlsd.demo.eval_seeds`: each colour-open prompt its own range).
+    """
+    from rlsd.demo import HeldOut, eval_seeds
+    from rlsd.evaluation import evaluate
     from rlsd.models import load_model
     from rlsd.prompts.shapes import UNDERSPECIFIED_PROMPTS
     from rlsd.rewards.shapes import colour_buckets
-    from rlsd.sampling import sample_trajectories
 
-    model = load_model(model_dir)
-    counts = {}
-    for i, prompt in enumerate(UNDERSPECIFIED_PROMPTS):
-        gens = [torch.Generator().manual_seed(20_000 + num_seeds * i + s) for s in range(num_seeds)]
-        with torch.no_grad():
-            traj = sample_trajectories(model, [prompt] * num_seeds, generator=gens, num_steps=num_steps,
-                                       guidance_scale=guidance_scale, eta=1.0)
-        counts[prompt] = np.bincount(colour_buckets(traj.images, [prompt] * num_seeds) + 1,
-                                     minlength=len(COLOURS) + 1).tolist()
-    return counts
+    prompts = list(UNDERSPECIFIED_PROMPTS)
+    result = evaluate(load_model(model_dir), prompts, eval_seeds(HeldOut(prompts, []), 0, num_seeds), {},
+                      num_steps=num_steps, guidance_scale=guidance_scale)
+    buckets = colour_buckets(result.images, result.table["prompt"].tolist())
+    return {p: np.bincount(buckets[(result.table["prompt"] == p).to_numpy()] + 1, minlength=len(COLOURS) + 1).tolist()
+            for p in prompts}
 
 
 def parity(counts: list[int]) -> float:
-    """SP of one prompt's colour counts (images without an object left out)."""
-    c = np.asarray(counts[1:], dtype=np.float64)
-    return float(((c / c.sum() - 1.0 / len(COLOURS)) ** 2).sum())
+    """SP of one prompt's colour counts (index 0, images without an object, is left out)."""
+    from rlsd.rewards.parity import statistical_parity
+
+    return statistical_parity(np.repeat(np.arange(len(COLOURS)), counts[1:]), len(COLOURS))
 
 
 def main(argv: list[str] | None = None) -> dict:
