@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from rlsd.models import load_model
@@ -31,20 +32,30 @@ def test_shipped_base_model_matches_manifest_loads_and_samples():
     assert 0 <= traj.images.min() and traj.images.max() <= 1 and torch.isfinite(traj.log_probs).all()
 
 
-def test_denoising_loss_is_zero_for_the_exact_noise_predictor():
-    _, _, scheduler = build_components(20, seed=0)
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_denoising_loss_is_zero_for_the_exact_predictor(prediction_type):
+    _, _, scheduler = build_components(20, seed=0, prediction_type=prediction_type)
     abar = scheduler.alphas_cumprod
     x0 = torch.rand(4, 3, 8, 8) * 2 - 1
 
     def oracle(noisy, t, encoder_hidden_states):
         a = abar[t].view(-1, 1, 1, 1)
-        return SimpleNamespace(sample=(noisy - a.sqrt() * x0) / (1 - a).sqrt())
+        eps = (noisy - a.sqrt() * x0) / (1 - a).sqrt()
+        return SimpleNamespace(sample=eps if prediction_type == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0)
 
     loss = denoising_loss(oracle, scheduler, x0, torch.zeros(4, 12, 64), torch.Generator().manual_seed(0))
     assert loss.item() < 1e-8
     noisy_loss = denoising_loss(lambda n, t, encoder_hidden_states: SimpleNamespace(sample=torch.zeros_like(n)),
                                 scheduler, x0, torch.zeros(4, 12, 64), torch.Generator().manual_seed(0))
-    assert 0.5 < noisy_loss.item() < 1.5  # E[eps^2] = 1
+    assert 0.2 < noisy_loss.item() < 1.5  # E[target^2]: 1 for eps, abar + (1 - abar) E[x0^2] for v
+
+
+def test_base_training_rejects_an_unknown_prediction_type_and_a_mismatched_init(tmp_path):
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        build_components(20, seed=0, prediction_type="sample")
+    main(["--out", str(tmp_path / "eps"), "--steps", "1", "--batch-size", "2", "--prediction-type", "epsilon"])
+    with pytest.raises(ValueError, match="predicts 'epsilon' but prediction_type is 'v_prediction'"):
+        main(["--out", str(tmp_path / "v"), "--steps", "1", "--batch-size", "2", "--init-from", str(tmp_path / "eps")])
 
 
 def test_base_training_cli_writes_a_loadable_folder_with_manifest(tmp_path):

@@ -2,7 +2,7 @@
 
     python -m rlsd.shapes.base_training --out data/shapesworld_base --steps 1100 --seed 0
 
-Standard epsilon-prediction denoising loss on the biased pretraining data of
+Denoising loss (v-prediction by default, epsilon as an option) on the biased pretraining data of
 :mod:`rlsd.shapes.dataset`, 10% caption dropout (empty caption) for classifier-free guidance,
 AdamW with linear warm-up and cosine decay, EMA weights (the shipped weights). Writes the
 folder layout of docs/architecture.md (``unet/``, ``scheduler/``, ``text_encoder/``,
@@ -34,6 +34,8 @@ from rlsd.shapes.tokenizer import MODEL_MAX_LENGTH, build_tokenizer, encode_capt
 
 __all__ = ["BaseTrainConfig", "build_components", "denoising_loss", "train", "sha256_file", "main"]
 
+PREDICTION_TYPES = ("v_prediction", "epsilon")
+
 
 @dataclass
 class BaseTrainConfig:
@@ -53,10 +55,16 @@ class BaseTrainConfig:
     log_every: int = 10  # CSV loss-log period (steps)
     guidance_scale: float = 5.0  # recommended CFG scale for sampling (recorded only)
     init_from: str = ""  # model folder to continue from (its unet/ and text_encoder/); "" = random init
+    # v-prediction: with epsilon, x0 = (x_t - sqrt(1-abar) eps) / sqrt(abar) multiplies the eps error by
+    # ~13 at t=950 (abar 0.006); the epsilon model sampled noisy, tinted images from pure noise although it
+    # denoised cleanly from t <= 700 (issue 4 note, session 6). v keeps the x0 error bounded at high t.
+    prediction_type: str = "v_prediction"  # "v_prediction" or "epsilon"
 
 
-def build_components(vocab_size: int, seed: int):
+def build_components(vocab_size: int, seed: int, prediction_type: str = "v_prediction"):
     """Random-init ``(unet, text_encoder, scheduler)`` of the ShapesWorld base architecture."""
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -82,13 +90,15 @@ def build_components(vocab_size: int, seed: int):
     text_encoder = CLIPTextModel(text_config)
     scheduler = DDIMScheduler(
         num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True, clip_sample_range=1.0,
-        set_alpha_to_one=False, prediction_type="epsilon", timestep_spacing="leading", steps_offset=0,
+        set_alpha_to_one=False, prediction_type=prediction_type, timestep_spacing="leading", steps_offset=0,
     )
     return unet, text_encoder, scheduler
 
 
 def denoising_loss(unet, scheduler, x0: Tensor, embeds: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Epsilon-prediction MSE: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t ~ U{0..T-1}.
+    """Denoising MSE: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t ~ U{0..T-1}.
+
+    The target is eps, or v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0, after ``scheduler.config.prediction_type``.
 
     Args:
         x0: clean samples (B, 3, H, W) in [-1, 1].
@@ -99,7 +109,8 @@ def denoising_loss(unet, scheduler, x0: Tensor, embeds: Tensor, generator: torch
     noise = torch.randn(x0.shape, generator=generator)
     noisy = scheduler.add_noise(x0, noise, t)
     pred = unet(noisy, t, encoder_hidden_states=embeds).sample
-    return F.mse_loss(pred, noise)
+    target = scheduler.get_velocity(x0, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
+    return F.mse_loss(pred, target)
 
 
 def sha256_file(path: Path) -> str:
@@ -170,14 +181,18 @@ def _downsample(curve: list[tuple[int, float]], points: int = 100) -> list[list[
     return [[int(s), round(v, 6)] for s, v in picked]
 
 
-def _load_init(folder: Path, unet, text_encoder) -> dict:
+def _load_init(folder: Path, unet, text_encoder, prediction_type: str) -> dict:
     """Copy the weights of ``folder`` into ``unet``/``text_encoder``; returns its manifest summary."""
-    from diffusers import UNet2DConditionModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     manifest_path = folder / "MANIFEST.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"init_from folder {folder} has no MANIFEST.json; point it at a folder written by this trainer")
+    init_type = DDIMScheduler.from_pretrained(folder / "scheduler").config.prediction_type
+    if init_type != prediction_type:
+        raise ValueError(f"init_from folder {folder} predicts {init_type!r} but prediction_type is {prediction_type!r}; "
+                         f"pass --prediction-type {init_type} to continue it")
     unet.load_state_dict(UNet2DConditionModel.from_pretrained(folder / "unet").state_dict())
     text_encoder.load_state_dict(CLIPTextModel.from_pretrained(folder / "text_encoder").state_dict())
     prev = json.loads(manifest_path.read_text())
@@ -194,10 +209,10 @@ def train(cfg: BaseTrainConfig, command: str | None = None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     tokenizer = build_tokenizer()
-    unet, text_encoder, scheduler = build_components(len(tokenizer), cfg.seed)
+    unet, text_encoder, scheduler = build_components(len(tokenizer), cfg.seed, cfg.prediction_type)
     init_manifest = None
     if cfg.init_from:
-        init_manifest = _load_init(Path(cfg.init_from), unet, text_encoder)
+        init_manifest = _load_init(Path(cfg.init_from), unet, text_encoder, cfg.prediction_type)
     data = ShapesPretrainData(seed=cfg.seed)
     start = time.time()
     curve = _train_loop(cfg, unet, text_encoder, scheduler, tokenizer, data, tmp / "loss_log.csv")
