@@ -35,7 +35,7 @@ def build_rewards(names: tuple[str, ...] | list[str] = DEFAULT_REWARDS) -> dict[
 
 
 def shipped_guidance_scale(folder: str = "data/shapesworld_base") -> float:
-    """The CFG scale recorded in ``<folder>/MANIFEST.json`` (chosen by looking at samples)."""
+    """The CFG scale recorded in ``<folder>/MANIFEST.json`` (chosen by a sweep, see its ``guidance_scale_note``)."""
     import json
     from pathlib import Path
 
