@@ -150,6 +150,17 @@ def model_image_size(model: Any) -> int:
     return int(size) * 2 ** (len(model.vae.config.block_out_channels) - 1)
 
 
+def denoising_target(scheduler: Any, x0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+    """Regression target of the denoiser for ``scheduler.config.prediction_type``: eps, or
+    v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0. Shapes ``(B, ...)`` like ``x0``; other types raise."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, timesteps)
+    raise ValueError(f"scheduler prediction_type {kind!r} is unsupported for denoising training; use epsilon or v_prediction.")
+
+
 def denoising_loss(
     model: Any,
     images: Tensor,
@@ -183,13 +194,7 @@ def denoising_loss(
         noise = torch.randn(latents.shape, generator=generator)
     noise, timesteps = noise.to(latents.device, latents.dtype), timesteps.to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        target = noise
-    elif kind == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        raise ValueError(f"scheduler prediction_type {kind!r} is unsupported by L_pre; use epsilon or v_prediction.")
+    target = denoising_target(scheduler, latents, noise, timesteps)
     unet = model.unet if unet is None else unet
     unet_dtype = next(unet.parameters()).dtype
     pred = unet(noisy.to(unet_dtype), timesteps, encoder_hidden_states=embeds.to(unet_dtype)).sample

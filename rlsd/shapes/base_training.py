@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rlsd.pretrain_data import denoising_target
 from rlsd.shapes.dataset import ShapesPretrainData
 from rlsd.shapes.tokenizer import MODEL_MAX_LENGTH, build_tokenizer, encode_captions
 
@@ -109,8 +110,7 @@ def denoising_loss(unet, scheduler, x0: Tensor, embeds: Tensor, generator: torch
     noise = torch.randn(x0.shape, generator=generator)
     noisy = scheduler.add_noise(x0, noise, t)
     pred = unet(noisy, t, encoder_hidden_states=embeds).sample
-    target = scheduler.get_velocity(x0, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
-    return F.mse_loss(pred, target)
+    return F.mse_loss(pred, denoising_target(scheduler, x0, noise, t))
 
 
 def sha256_file(path: Path) -> str:
