@@ -90,6 +90,10 @@ class TrainConfig:
     """k random timesteps (of sample.num_steps) trained per iteration, one optimizer step after each (paper: 5)."""
     inner_epochs: int = 1
     """Passes over the same sampled batch (each pass draws fresh timesteps)."""
+    task_updates: str = "per_task"
+    """Joint training (several tasks): per_task (paper Alg. 1: sample, score and update one task after the other,
+    each with its own timesteps_per_iter optimizer steps) | summed (sample every task first, then one optimizer
+    step per timestep on the sum of the tasks' weighted losses). Identical for a single task."""
     grad_accumulation: int = 1
     """Micro-batches the local batch is split into per optimizer step (memory only; same gradient)."""
     iterations: int = 100
@@ -189,6 +193,7 @@ class RLConfig:
             (self.train.advantage_mode in ("global_batch", "per_prompt", "group"), "train.advantage_mode",
              "must be one of global_batch, per_prompt, group"),
             (self.train.inner_epochs >= 1, "train.inner_epochs", "must be >= 1"),
+            (self.train.task_updates in ("per_task", "summed"), "train.task_updates", "must be per_task or summed"),
             (self.train.grad_accumulation >= 1, "train.grad_accumulation", "must be >= 1"),
             (self.train.iterations >= 0, "train.iterations", "must be >= 0"),
             (self.train.mixed_precision in ("no", "bf16", "fp16"), "train.mixed_precision", "must be no, bf16 or fp16"),

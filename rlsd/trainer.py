@@ -5,9 +5,12 @@ One iteration:
 1. per task: draw ``P`` global prompts -> this rank samples its slice of the ``P * K`` samples, each from
    its own slot generator (``rlsd.distributed.slot_generators``) -> rewards on the local images (groups of
    K never span ranks) -> gather rewards -> ``normalize_advantages`` over the global batch -> local slice;
-2. ``train.timesteps_per_iter`` random step indices (same on every rank): for each, re-score every task's
-   local batch at that step, PPO-clip loss (weighted by ``task.weight``), backward, clip, optimizer step;
-   the first re-scoring of the iteration must give ratio == 1 (logged as ``ppo/ratio_first_abs_dev``);
+2. ``train.timesteps_per_iter`` random step indices (same on every rank and task): for each, re-score the
+   local batch at that step, PPO-clip loss (weighted by ``task.weight``), backward, clip, optimizer step.
+   With ``train.task_updates = per_task`` (paper) steps 1-2 run task after task, so each task is sampled by
+   the policy the previous task's update left; with ``summed`` every task is sampled first and each
+   optimizer step sums all tasks' losses. The first re-scoring after sampling must give ratio == 1 (the
+   largest deviation over tasks is logged as ``ppo/ratio_first_abs_dev``);
 3. optionally the L_pre denoising step (weight ``pretrain.beta``) with its own optimizer step.
 
 Everything random derives from ``(train.seed, iteration)``; with checkpointed optimizer, prompt-source and
@@ -116,14 +119,15 @@ class RLTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         return norm
 
-    def policy_step(self, batches: list[TaskBatch], j: int) -> dict[str, float]:
-        """One optimizer step on all tasks' local batches re-scored at step index ``j``."""
+    def policy_step(self, batches: list[TaskBatch], j: int, tasks: list[int] | None = None) -> dict[str, float]:
+        """One optimizer step on the local batches of ``tasks`` (default: all, in order) re-scored at step ``j``."""
         cfg = self.cfg
-        pieces = [(ti, rows) for ti, b in enumerate(batches)
+        tasks = list(range(len(batches))) if tasks is None else tasks
+        pieces = [(bi, rows) for bi, b in enumerate(batches)
                   for rows in _chunks(len(b.trajectory.prompts), cfg.train.grad_accumulation)]
         log_probs, olds, loss_sum = [], [], 0.0
-        for n, (ti, rows) in enumerate(pieces):
-            batch, weight = batches[ti], cfg.tasks[ti].weight
+        for n, (bi, rows) in enumerate(pieces):
+            batch, weight = batches[bi], cfg.tasks[tasks[bi]].weight
             size = len(batch.trajectory.prompts)
             with self._sync_context(last=n == len(pieces) - 1), self._autocast():
                 loss, log_prob, old = ppo_step_loss(
@@ -139,6 +143,19 @@ class RLTrainer:
         stats["ratio_abs_dev"] = float((log_prob - old).double().exp().sub(1).abs().max())
         stats["loss"] = loss_sum
         stats["grad_norm"] = self._optimizer_step()
+        return stats
+
+    def policy_updates(self, batches: list[TaskBatch], tasks: list[int], iteration: int) -> list[dict[str, float]]:
+        """``train.inner_epochs`` x ``train.timesteps_per_iter`` optimizer steps on ``batches`` (of ``tasks``).
+
+        The step indices depend on ``(train.seed, iteration, epoch)`` only, so every task of an iteration
+        trains at the same timesteps.
+        """
+        cfg, stats = self.cfg, []
+        for epoch in range(cfg.train.inner_epochs):
+            gen = shared_generator(cfg.train.seed, iteration * cfg.train.inner_epochs + epoch, TIMESTEP_STREAM)
+            for j in choose_timesteps(cfg.sample.num_steps, cfg.train.timesteps_per_iter, gen, self._stochastic):
+                stats.append(self.policy_step(batches, j, tasks))
         return stats
 
     def pretrain_step(self, iteration: int) -> dict[str, float]:
@@ -162,17 +179,21 @@ class RLTrainer:
         cfg, metrics = self.cfg, {}
         self._times = times = {}
         t0 = time.perf_counter()
-        batches = [self.collect(i, iteration) for i in range(len(cfg.tasks))]
+        rounds = ([list(range(len(cfg.tasks)))] if cfg.train.task_updates == "summed"
+                  else [[i] for i in range(len(cfg.tasks))])
+        batches, step_stats, first_devs, train_s = [], [], [], 0.0
+        for tasks in rounds:  # summed: one round of all tasks; per_task: one round per task
+            round_batches = [self.collect(i, iteration) for i in tasks]
+            batches += round_batches
+            t1 = time.perf_counter()
+            round_stats = self.policy_updates(round_batches, tasks, iteration)
+            train_s += time.perf_counter() - t1
+            first_devs.append(round_stats[0]["ratio_abs_dev"])
+            step_stats += round_stats
         for task, batch in zip(cfg.tasks, batches):
             metrics[f"reward/{task.name}/mean"] = float(batch.rewards.mean())
             metrics[f"reward/{task.name}/std"] = float(batch.rewards.std()) if batch.rewards.numel() > 1 else 0.0
-        t1 = time.perf_counter()
-        step_stats = []
-        for epoch in range(cfg.train.inner_epochs):
-            gen = shared_generator(cfg.train.seed, iteration * cfg.train.inner_epochs + epoch, TIMESTEP_STREAM)
-            for j in choose_timesteps(cfg.sample.num_steps, cfg.train.timesteps_per_iter, gen, self._stochastic):
-                step_stats.append(self.policy_step(batches, j))
-        first_dev = dist.all_reduce_mean(self.accelerator, torch.tensor([step_stats[0]["ratio_abs_dev"]],
+        first_dev = dist.all_reduce_mean(self.accelerator, torch.tensor([max(first_devs)],
                                                                        device=self.accelerator.device))
         metrics["ppo/ratio_first_abs_dev"] = float(first_dev)
         if metrics["ppo/ratio_first_abs_dev"] > RATIO_TOLERANCE:
@@ -183,7 +204,7 @@ class RLTrainer:
         means = torch.tensor([sum(s[k] for s in step_stats) / len(step_stats) for k in keys], dtype=torch.float64)
         means = dist.all_reduce_mean(self.accelerator, means.to(self.accelerator.device)).cpu()  # rank average
         metrics.update({("loss/ppo" if k == "loss" else f"ppo/{k}"): float(v) for k, v in zip(keys, means)})
-        times["train"] = time.perf_counter() - t1
+        times["train"] = train_s
         if self.pretrain is not None:
             t2 = time.perf_counter()
             metrics.update(self.pretrain_step(iteration))

@@ -114,3 +114,45 @@ def test_lora_export_merges_adapters(tmp_path: Path) -> None:
         trainer.model.unet.disable_adapters()
         base = trainer.model.unet(x, t, encoder_hidden_states=emb).sample
     assert (out - base).abs().max() > 1e-4  # the trained adapters are really in the export
+
+
+TWO_TASKS = ('tasks=[{name: jpeg, prompts: {name: list, prompts: ["a red car", "a forest"]}, '
+             'reward: jpeg_compressibility, group_size: 2}, {name: jpeg_b, prompts: {name: list, prompts: '
+             '["a photo of a cat", "a city at night"]}, reward: jpeg_compressibility, group_size: 2, weight: 0.5}]')
+
+
+def adam_steps(trainer: RLTrainer) -> int:
+    return int(max(float(s["step"]) for s in trainer.optimizer.state_dict()["state"].values()))
+
+
+@pytest.mark.parametrize("mode, steps", [("per_task", 4), ("summed", 2)])
+def test_joint_update_modes_step_count_and_on_policy_start(tmp_path: Path, mode: str, steps: int) -> None:
+    trainer = RLTrainer(tiny_config(tmp_path, TWO_TASKS, "pretrain.enabled=false", f"train.task_updates={mode}"))
+    metrics = trainer.step(0)
+    assert adam_steps(trainer) == steps  # per_task: 2 timesteps per task; summed: 2 timesteps in all
+    assert {"reward/jpeg/mean", "reward/jpeg_b/mean"} <= set(metrics)
+    assert metrics["ppo/ratio_first_abs_dev"] < 1e-5  # per_task: also the second task, sampled after an update
+
+
+def test_per_task_samples_the_second_task_with_the_updated_policy(tmp_path: Path) -> None:
+    per_task = RLTrainer(tiny_config(tmp_path / "a", TWO_TASKS, "pretrain.enabled=false"))
+    summed = RLTrainer(tiny_config(tmp_path / "b", TWO_TASKS, "pretrain.enabled=false", "train.task_updates=summed"))
+    first = per_task.collect(0, 0)
+    torch.testing.assert_close(first.trajectory.images, summed.collect(0, 0).trajectory.images)
+    second_before = per_task.collect(1, 0).trajectory.images
+    per_task.policy_updates([first], [0], 0)
+    second_after = per_task.collect(1, 0).trajectory.images
+    assert (second_after - second_before).abs().max() > 1e-4  # same noise, moved policy
+
+
+def test_task_update_modes_agree_for_one_task(tmp_path: Path) -> None:
+    a = RLTrainer(tiny_config(tmp_path / "a", "pretrain.enabled=false"))
+    b = RLTrainer(tiny_config(tmp_path / "b", "pretrain.enabled=false", "train.task_updates=summed"))
+    a.step(0), b.step(0)
+    pa, pb = unet_params(a), unet_params(b)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def test_unknown_task_update_mode_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="train.task_updates"):
+        tiny_config(tmp_path, "train.task_updates=alternating").validate()
