@@ -9,7 +9,7 @@
    colour-open prompts for diversity, two-object compositions never seen in training for
    compositionality, and both for the preference proxy and the hidden gold quality.
 3. Writes ``<out>/results.md`` / ``results.csv`` (base vs fine-tuned, change, win-rate, paired one-sided
-   Wilcoxon p; SP paired by blocks of 8 seeds) and the
+   Wilcoxon p; SP paired by blocks of 8 seeds), ``samples.csv`` (every sample's scores) and the
    figures: reward curves per task, before/after grids on fixed seeds, the colour histogram.
 
 The paper's metric each ShapesWorld metric stands for:
@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table = results_table(evals, prompts, sp_block=sp_block)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "results.csv", index=False)
+    pd.concat([result.table.assign(model=label) for label, (_, result) in evals.items()]).to_csv(
+        out / "samples.csv", index=False)  # every (model, prompt, seed): the paired data behind the table
     (out / "results.md").write_text(markdown_table(table))
     params = {"config": args.config, "overrides": overrides, "heldout": prompts.all,
               "eval_seeds": {p: [s[0], s[-1]] for p, s in seeds.items()}}  # first and last of each range

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,3 +47,5 @@ def test_demo_rl_run_improves_each_task_metric_over_seeds(tmp_path, monkeypatch)
     print(report)
     assert all(r["improved"] and r["p (one-sided Wilcoxon)"] < ALPHA for r in rows.values()), report
     assert (tmp_path / "demo" / "results.md").is_file() and len(list((tmp_path / "figures").glob("demo_*.png"))) == 4
+    samples = pd.read_csv(tmp_path / "demo" / "samples.csv")
+    assert samples.groupby("model").size().to_dict() == {"base": 12 * 16 + 4 * 32, "fine-tuned": 12 * 16 + 4 * 32}
