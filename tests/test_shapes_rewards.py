@@ -63,6 +63,18 @@ def test_leave_one_out_credit_is_each_images_marginal_contribution():
         build_reward({"name": "shapes_color_parity", "credit": "per_image"})
 
 
+def test_missing_worst_makes_an_empty_canvas_cost_more_than_the_majority_colour():
+    colours = ["red"] * 6 + ["blue", None]  # the empty canvas: no main object, bucket -1
+    images, prompts, meta = _circles(colours), ["a circle"] * 8, [{"group": 0}] * 8
+    exclude, _ = build_reward({"name": "shapes_color_parity", "credit": "leave_one_out"})(images, prompts, meta)
+    worst, _ = build_reward({"name": "shapes_color_parity", "credit": "leave_one_out", "missing": "worst"})(
+        images, prompts, meta)
+    assert exclude[7] > exclude[0]  # default convention: drawing nothing beats drawing red
+    assert worst[7] < worst[0] < 0 < worst[6]
+    with pytest.raises(ValueError, match="missing"):
+        build_reward({"name": "shapes_color_parity", "missing": "count"})
+
+
 def test_detection_reward_with_and_without_relation():
     scene = Scene((SceneObject("circle", "red", (0.25, 0.5), 0.13), SceneObject("square", "blue", (0.75, 0.5), 0.13)), "left of")
     images = torch.from_numpy(render_batch([scene] * 2))

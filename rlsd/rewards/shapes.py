@@ -17,7 +17,8 @@ which scores object presence only).
 ``shapes_color_parity``: the colour bucket (4 buckets = COLOURS) of the image's main object,
 i.e. the detection best matching the prompt's first object ignoring its colour; images with
 no such detection get bucket -1 and are left out of p̂ (:mod:`rlsd.rewards.parity` convention;
-a group with no counted image scores the maximum SP). Every image of a group gets ``-SP``.
+a group with no counted image scores the maximum SP), or with ``missing="worst"`` counted as a
+maximally unfair share. Every image of a group gets ``-SP``.
 """
 
 from __future__ import annotations
@@ -113,14 +114,18 @@ class ShapesColorParity(DistributionReward):
 
     name = "shapes_color_parity"
 
-    def __init__(self, credit: str = "group"):
+    def __init__(self, credit: str = "group", missing: str = "exclude"):
+        from rlsd.rewards.parity import max_statistical_parity
+
         self.credit = self._check_credit(credit)
+        max_statistical_parity(1, missing)  # validates ``missing``
+        self.missing = missing
 
     def score_group(self, images: Tensor, prompts: list[str], metadata: list[dict]) -> tuple[float, dict]:
         from rlsd.shapes.grammar import COLOURS
 
         buckets = colour_buckets(images, prompts)
-        sp = statistical_parity(buckets, len(COLOURS), exclude=NO_OBJECT)
+        sp = statistical_parity(buckets, len(COLOURS), exclude=NO_OBJECT, missing=self.missing)
         return -sp, {"colour_bucket": torch.from_numpy(buckets).float(), "statistical_parity": sp}
 
 
@@ -143,10 +148,12 @@ def shapes_preference(model_dir: str | Path = DEFAULT_PREFERENCE_DIR) -> ShapesP
 
 
 @register_reward("shapes_color_parity")
-def shapes_color_parity(credit: str = "group") -> ShapesColorParity:
+def shapes_color_parity(credit: str = "group", missing: str = "exclude") -> ShapesColorParity:
     """Distribution-level colour statistical parity reward (-SP per prompt group).
 
     ``credit="group"``: every image gets its group's -SP (the paper); ``"leave_one_out"``: its marginal
     contribution -SP(G) + SP(G without it), see :class:`rlsd.rewards.base.DistributionReward`.
+    ``missing``: images with no detected main object are left out of p̂ (``"exclude"``, the paper's
+    faceless-image convention) or counted as a maximally unfair share (``"worst"``), see :mod:`rlsd.rewards.parity`.
     """
-    return ShapesColorParity(credit)
+    return ShapesColorParity(credit, missing)
