@@ -25,6 +25,8 @@ from typing import Any
 import yaml
 
 BUILTIN_MODELS = ("tiny-sd", "tiny-pixel")
+#: rlsd.objective.normalize_advantages modes
+ADVANTAGE_MODES = ("global_batch", "per_prompt", "group", "group_center")
 
 
 @dataclass
@@ -85,7 +87,8 @@ class TrainConfig:
     adv_clip: float = 10.0
     """Advantages are clamped to [-adv_clip, adv_clip] after normalisation."""
     advantage_mode: str = "global_batch"
-    """Advantage normalisation: global_batch (paper; over all ranks) | per_prompt (DDPO tracker) | group."""
+    """Advantage normalisation: global_batch (paper; over all ranks) | per_prompt (DDPO tracker) | group |
+    group_center (rlsd.objective.normalize_advantages); a task's own ``advantage_mode`` overrides it."""
     timesteps_per_iter: int = 5
     """k random timesteps (of sample.num_steps) trained per iteration, one optimizer step after each (paper: 5)."""
     inner_epochs: int = 1
@@ -118,6 +121,8 @@ class TaskConfig:
     """Global prompts per iteration for this task (0 = sample.num_prompts_per_iter); samples = num_prompts * K."""
     weight: float = 1.0
     """Multiplier of this task's PPO loss in the joint objective."""
+    advantage_mode: str = ""
+    """This task's advantage normalisation ("" = train.advantage_mode)."""
 
 
 @dataclass
@@ -190,8 +195,8 @@ class RLConfig:
             (self.train.clip_range > 0, "train.clip_range", "must be > 0 (paper: 1e-4)"),
             (self.train.adv_clip > 0, "train.adv_clip", "must be > 0 (paper: 10)"),
             (self.train.lr > 0, "train.lr", "must be > 0 (paper: 2e-6)"),
-            (self.train.advantage_mode in ("global_batch", "per_prompt", "group"), "train.advantage_mode",
-             "must be one of global_batch, per_prompt, group"),
+            (self.train.advantage_mode in ADVANTAGE_MODES, "train.advantage_mode",
+             f"must be one of {', '.join(ADVANTAGE_MODES)}"),
             (self.train.inner_epochs >= 1, "train.inner_epochs", "must be >= 1"),
             (self.train.task_updates in ("per_task", "summed"), "train.task_updates", "must be per_task or summed"),
             (self.train.grad_accumulation >= 1, "train.grad_accumulation", "must be >= 1"),
@@ -211,9 +216,11 @@ class RLConfig:
             checks.append((task.group_size >= 1, f"tasks.{i}.group_size", "must be >= 1"))
             checks.append((task.num_prompts >= 0, f"tasks.{i}.num_prompts", "must be >= 0 (0 = sample default)"))
             checks.append((task.weight >= 0, f"tasks.{i}.weight", "must be >= 0"))
-        if self.train.advantage_mode == "group":
-            checks += [(t.group_size >= 2, f"tasks.{i}.group_size", "must be >= 2 with train.advantage_mode=group")
-                       for i, t in enumerate(self.tasks)]
+            checks.append((task.advantage_mode in ("", *ADVANTAGE_MODES), f"tasks.{i}.advantage_mode",
+                           f"must be empty (train.advantage_mode) or one of {', '.join(ADVANTAGE_MODES)}"))
+            mode = self.task_advantage_mode(i)
+            if mode in ("group", "group_center"):
+                checks.append((task.group_size >= 2, f"tasks.{i}.group_size", f"must be >= 2 with advantage mode {mode}"))
         for ok, name, fix in checks:
             if not ok:
                 raise ValueError(f"invalid config value {name}={_get(self, name)!r}: {fix}.")
@@ -229,6 +236,10 @@ class RLConfig:
                 raise ValueError(f"pretrain.batch_size={self.pretrain.batch_size} is not divisible by the world size "
                                  f"{world_size}; set pretrain.batch_size to a multiple of {world_size}.")
         return self
+
+    def task_advantage_mode(self, index: int) -> str:
+        """Advantage normalisation of task ``index`` (its own, else train.advantage_mode)."""
+        return self.tasks[index].advantage_mode or self.train.advantage_mode
 
     def task_prompts(self, index: int) -> int:
         """Global prompts per iteration of task ``index``."""

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-ADVANTAGE_MODES = ("global_batch", "group", "per_prompt")
+from rlsd.config import ADVANTAGE_MODES  # one list of modes for the config check and this function
 
 
 def ppo_clip_loss(advantages: Tensor, ratio: Tensor, clip_range: float = 1e-4) -> Tensor:
@@ -107,6 +107,10 @@ def normalize_advantages(
             gathered) batch. ``r.std()`` is torch's default **unbiased** std (Bessel-corrected),
             exactly as in the paper's official code.
         ``group`` (GRPO-style): the same formula within each value of ``group_ids``.
+        ``group_center``: ``r`` minus its group's mean, divided by the std of those centred values over the
+            whole batch. It removes the prompt's difficulty (which dominates a global-batch advantage when
+            images of one prompt score alike) without ``group``'s per-group std, which blows tiny in-group
+            differences (reward-model noise) up to +-1.
         ``per_prompt`` (DDPO): ``tracker.update(prompts, rewards)``; see :class:`PerPromptStatTracker`.
 
     In every mode the result is clamped to ``[-clip, clip]`` (paper: 10); ``clip=None`` disables it.
@@ -127,6 +131,8 @@ def normalize_advantages(
         adv = _standardize(r, eps, "the global batch")
     elif mode == "group":
         adv = _group_advantages(r, group_ids, eps)
+    elif mode == "group_center":
+        adv = _standardize(r - _group_means(r, group_ids), eps, "the group-centred batch")
     elif mode == "per_prompt":
         if tracker is None or prompts is None:
             raise ValueError("advantage mode 'per_prompt' needs tracker= and prompts=; pass both")
@@ -138,13 +144,30 @@ def normalize_advantages(
     return adv
 
 
-def _group_advantages(rewards: Tensor, group_ids: Tensor | Sequence[int] | None, eps: float) -> Tensor:
-    """Standardise rewards within each group id; rewards (B,), group_ids (B,)."""
+def _group_id_tensor(rewards: Tensor, group_ids: Tensor | Sequence[int] | None) -> Tensor:
     if group_ids is None:
-        raise ValueError("advantage mode 'group' needs group_ids=; pass one integer id per sample")
+        raise ValueError("advantage modes 'group' and 'group_center' need group_ids=; pass one integer id per sample")
     ids = torch.as_tensor(group_ids, device=rewards.device)
     if ids.shape != rewards.shape:
         raise ValueError(f"group_ids shape {tuple(ids.shape)} != rewards shape {tuple(rewards.shape)}")
+    return ids
+
+
+def _group_means(rewards: Tensor, group_ids: Tensor | Sequence[int] | None) -> Tensor:
+    """(B,) mean reward of each sample's group; every group needs >= 2 samples."""
+    ids = _group_id_tensor(rewards, group_ids)
+    means = torch.empty_like(rewards)
+    for gid in torch.unique(ids):
+        mask = ids == gid
+        if int(mask.sum()) < 2:
+            raise ValueError(f"group {int(gid)} has 1 reward; 'group_center' needs at least 2 per group, raise group_size")
+        means[mask] = rewards[mask].mean()
+    return means
+
+
+def _group_advantages(rewards: Tensor, group_ids: Tensor | Sequence[int] | None, eps: float) -> Tensor:
+    """Standardise rewards within each group id; rewards (B,), group_ids (B,)."""
+    ids = _group_id_tensor(rewards, group_ids)
     adv = torch.empty_like(rewards)
     for gid in torch.unique(ids):
         mask = ids == gid

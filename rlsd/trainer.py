@@ -98,7 +98,7 @@ class RLTrainer:
         check_finite_rewards(rewards_all, self.rewards[task_index].name, task.name)
         group_ids = torch.arange(n_prompts * k) // k
         advantages = normalize_advantages(
-            rewards_all, mode=cfg.train.advantage_mode, group_ids=group_ids,
+            rewards_all, mode=cfg.task_advantage_mode(task_index), group_ids=group_ids,
             prompts=[prompts[i // k] for i in range(n_prompts * k)], tracker=self.trackers[task_index],
             clip=cfg.train.adv_clip)
         return TaskBatch(traj, advantages[local], rewards_all, info)

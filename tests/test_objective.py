@@ -114,6 +114,22 @@ def test_group_mode_normalises_within_groups():
     assert adv[2:].tolist() == pytest.approx([-1.0, 0.0, 1.0], rel=1e-6)
 
 
+def test_group_center_removes_prompt_difficulty_and_keeps_the_batch_scale():
+    # an easy prompt (0.95..0.99) and a hard one (0.0..0.5): the global advantage is the prompt's difficulty
+    r = torch.tensor([0.95, 0.99, 0.0, 0.5])
+    ids = [0, 0, 1, 1]
+    centred = torch.tensor([-0.02, 0.02, -0.25, 0.25])
+    adv = normalize_advantages(r, mode="group_center", group_ids=ids)
+    assert adv.tolist() == pytest.approx((centred / centred.std()).tolist(), rel=1e-5)
+    assert adv[0] < 0 < adv[1] and abs(adv[1]) < abs(adv[3])  # small in-group gap stays small
+    per_group = normalize_advantages(r, mode="group", group_ids=ids)
+    assert per_group[1].item() == pytest.approx(per_group[3].item(), rel=1e-5)  # 'group' blows 0.04 up to 0.5's size
+    global_adv = normalize_advantages(r)
+    assert global_adv[0] > 0 and global_adv[3] < 0  # global batch: every easy-prompt image is "good"
+    with pytest.raises(ValueError, match="at least 2 per group"):
+        normalize_advantages(r, mode="group_center", group_ids=[0, 0, 1, 2])
+
+
 def test_mode_errors():
     with pytest.raises(ValueError, match="unknown advantage mode"):
         normalize_advantages(torch.ones(3), mode="batch")

@@ -156,3 +156,17 @@ def test_task_update_modes_agree_for_one_task(tmp_path: Path) -> None:
 def test_unknown_task_update_mode_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="train.task_updates"):
         tiny_config(tmp_path, "train.task_updates=alternating").validate()
+
+
+def test_a_task_can_override_the_advantage_mode(tmp_path: Path) -> None:
+    from rlsd.objective import normalize_advantages
+
+    trainer = RLTrainer(tiny_config(tmp_path, TWO_TASKS, "tasks.1.advantage_mode=group_center"))
+    assert [trainer.cfg.task_advantage_mode(i) for i in (0, 1)] == ["global_batch", "group_center"]
+    batch = trainer.collect(1, iteration=0)
+    expected = normalize_advantages(batch.rewards, mode="group_center", group_ids=torch.arange(4) // 2)
+    torch.testing.assert_close(batch.advantages, expected)
+    with pytest.raises(ValueError, match="tasks.1.group_size"):
+        tiny_config(tmp_path, TWO_TASKS, "tasks.1.advantage_mode=group", "tasks.1.group_size=1").validate()
+    with pytest.raises(ValueError, match="tasks.0.advantage_mode"):
+        tiny_config(tmp_path, "tasks.0.advantage_mode=grpo").validate()
