@@ -13,12 +13,12 @@ detection score (Eq. 13)         12 unseen compositions x 16          (prompt, s
 statistical parity (Eq. 12)      4 colour-open captions x 32          block of 8 seeds of one prompt
 ===============================  ===================================  =================================
 
-Known failure (issue 4, open). With the v-prediction base model (session 6) and the shipped config (CFG 2,
-lr 2e-5, leave-one-out parity credit, L_pre), statistical parity improves (0.702 -> 0.568, p 0.009) but the
-preference proxy (5.79 -> 4.31) and the detection score (0.626 -> 0.596) fall; they fell in all four
-leave-one-out runs tried (lr 1e-5 to 5e-5, with and without L_pre). With the previous epsilon base the
-preference proxy improved and parity did not. The test is therefore a strict xfail: it runs in CI, and it
-fails (XPASS) as soon as all three improve, so the marker must then go.
+Known failure (issue 4, open). With the shipped config (session 7: 15 iterations, task weights 1.5/1/2,
+compositional advantages within groups of 4, parity with missing objects counted as unfair) all three
+metrics improve in the mean, but only two significantly: preference 5.79 -> 6.24 (p 0.009), detection
+0.626 -> 0.630 (p 0.029), statistical parity 0.702 -> 0.659 (p 0.051). With training seed 1 parity was
+significant and detection was not (p 0.069). The test is therefore a strict xfail: it runs in CI, and it
+fails (XPASS) as soon as all three improve significantly, so the marker must then go.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ TASK_METRICS = ("preference proxy", "detection score", "statistical parity")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 4: preference and detection do not improve in the joint demo run yet")
+@pytest.mark.xfail(strict=True, reason="issue 4: all three improve in the mean, parity only at p 0.051")
 def test_demo_rl_run_improves_each_task_metric_over_seeds(tmp_path, monkeypatch):
     from rlsd.demo import main
 
