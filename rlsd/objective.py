@@ -144,34 +144,31 @@ def normalize_advantages(
     return adv
 
 
-def _group_id_tensor(rewards: Tensor, group_ids: Tensor | Sequence[int] | None) -> Tensor:
+def _group_masks(rewards: Tensor, group_ids: Tensor | Sequence[int] | None) -> list[tuple[int, Tensor]]:
+    """``(group id, (B,) bool mask)`` for every group id present; rewards (B,), group_ids (B,)."""
     if group_ids is None:
         raise ValueError("advantage modes 'group' and 'group_center' need group_ids=; pass one integer id per sample")
     ids = torch.as_tensor(group_ids, device=rewards.device)
     if ids.shape != rewards.shape:
         raise ValueError(f"group_ids shape {tuple(ids.shape)} != rewards shape {tuple(rewards.shape)}")
-    return ids
+    return [(int(gid), ids == gid) for gid in torch.unique(ids)]
 
 
 def _group_means(rewards: Tensor, group_ids: Tensor | Sequence[int] | None) -> Tensor:
     """(B,) mean reward of each sample's group; every group needs >= 2 samples."""
-    ids = _group_id_tensor(rewards, group_ids)
     means = torch.empty_like(rewards)
-    for gid in torch.unique(ids):
-        mask = ids == gid
+    for gid, mask in _group_masks(rewards, group_ids):
         if int(mask.sum()) < 2:
-            raise ValueError(f"group {int(gid)} has 1 reward; 'group_center' needs at least 2 per group, raise group_size")
+            raise ValueError(f"group {gid} has 1 reward; 'group_center' needs at least 2 per group, raise group_size")
         means[mask] = rewards[mask].mean()
     return means
 
 
 def _group_advantages(rewards: Tensor, group_ids: Tensor | Sequence[int] | None, eps: float) -> Tensor:
     """Standardise rewards within each group id; rewards (B,), group_ids (B,)."""
-    ids = _group_id_tensor(rewards, group_ids)
     adv = torch.empty_like(rewards)
-    for gid in torch.unique(ids):
-        mask = ids == gid
-        adv[mask] = _standardize(rewards[mask], eps, f"group {int(gid)}")
+    for gid, mask in _group_masks(rewards, group_ids):
+        adv[mask] = _standardize(rewards[mask], eps, f"group {gid}")
     return adv
 
 

@@ -119,10 +119,9 @@ class RLTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         return norm
 
-    def policy_step(self, batches: list[TaskBatch], j: int, tasks: list[int] | None = None) -> dict[str, float]:
-        """One optimizer step on the local batches of ``tasks`` (default: all, in order) re-scored at step ``j``."""
+    def policy_step(self, batches: list[TaskBatch], j: int, tasks: list[int]) -> dict[str, float]:
+        """One optimizer step on the local batches of ``tasks`` (``batches[i]`` is task ``tasks[i]``) at step ``j``."""
         cfg = self.cfg
-        tasks = list(range(len(batches))) if tasks is None else tasks
         pieces = [(bi, rows) for bi, b in enumerate(batches)
                   for rows in _chunks(len(b.trajectory.prompts), cfg.train.grad_accumulation)]
         log_probs, olds, loss_sum = [], [], 0.0

@@ -39,23 +39,24 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["statistical_parity", "max_statistical_parity", "bucket_proportions"]
+__all__ = ["statistical_parity", "max_statistical_parity", "bucket_proportions", "check_missing"]
 
 
 MISSING = ("exclude", "worst")
 
 
-def max_statistical_parity(num_buckets: int, missing: str = "exclude") -> float:
+def max_statistical_parity(num_buckets: int) -> float:
     """Largest possible SP over ``num_buckets`` buckets: ``1 - 1/num_buckets`` (either ``missing`` convention)."""
     if num_buckets < 1:
         raise ValueError(f"num_buckets must be >= 1, got {num_buckets}")
-    _check_missing(missing)
     return 1.0 - 1.0 / num_buckets
 
 
-def _check_missing(missing: str) -> None:
+def check_missing(missing: str) -> str:
+    """Return ``missing`` if it is a convention of :func:`statistical_parity` (``MISSING``), else raise."""
     if missing not in MISSING:
         raise ValueError(f"missing must be one of {MISSING}, got {missing!r}")
+    return missing
 
 
 def _as_int_array(bucket_ids: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
@@ -99,12 +100,11 @@ def statistical_parity(bucket_ids, num_buckets: int, *, exclude: int | None = No
     Returns:
         SP in ``[0, 1 - 1/|A|]``; the maximum when no image is counted.
     """
-    worst = max_statistical_parity(num_buckets, missing)
-    if missing == "worst":
+    worst = max_statistical_parity(num_buckets)
+    if check_missing(missing) == "worst":
         ids = _as_int_array(bucket_ids)
         q = float(np.mean(ids == exclude)) if ids.size and exclude is not None else 0.0
-        counted = statistical_parity(ids, num_buckets, exclude=exclude) if q < 1 else worst
-        return (1.0 - q) * counted + q * worst
+        return (1.0 - q) * statistical_parity(ids, num_buckets, exclude=exclude) + q * worst
     p_hat = bucket_proportions(bucket_ids, num_buckets, exclude=exclude)
     if p_hat.sum() == 0:
         return worst

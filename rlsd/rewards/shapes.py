@@ -115,11 +115,10 @@ class ShapesColorParity(DistributionReward):
     name = "shapes_color_parity"
 
     def __init__(self, credit: str = "group", missing: str = "exclude"):
-        from rlsd.rewards.parity import max_statistical_parity
+        from rlsd.rewards.parity import check_missing
 
         self.credit = self._check_credit(credit)
-        max_statistical_parity(1, missing)  # validates ``missing``
-        self.missing = missing
+        self.missing = check_missing(missing)
 
     def score_group(self, images: Tensor, prompts: list[str], metadata: list[dict]) -> tuple[float, dict]:
         from rlsd.shapes.grammar import COLOURS
