@@ -91,6 +91,10 @@ class TrainConfig:
     group_center (rlsd.objective.normalize_advantages); a task's own ``advantage_mode`` overrides it."""
     timesteps_per_iter: int = 5
     """k random timesteps (of sample.num_steps) trained per iteration, one optimizer step after each (paper: 5)."""
+    min_step_std: float = 0.0
+    """Timesteps are drawn among the steps whose std sigma_t exceeds this (0 = every stochastic step, the paper).
+    A nearly deterministic last step (ShapesWorld's t=50 -> 0 has sigma 0.0064, under one 8-bit grey level) moves
+    no pixel a reward can see, yet its log-prob gradient scales as 1/sigma: 10-20x every other step's norm."""
     inner_epochs: int = 1
     """Passes over the same sampled batch (each pass draws fresh timesteps)."""
     task_updates: str = "per_task"
@@ -192,6 +196,7 @@ class RLConfig:
             (self.sample.num_prompts_per_iter >= 1, "sample.num_prompts_per_iter", "must be >= 1"),
             (1 <= self.train.timesteps_per_iter <= self.sample.num_steps, "train.timesteps_per_iter",
              f"must be in [1, sample.num_steps={self.sample.num_steps}]"),
+            (self.train.min_step_std >= 0, "train.min_step_std", "must be >= 0 (0 = every stochastic step)"),
             (self.train.clip_range > 0, "train.clip_range", "must be > 0 (paper: 1e-4)"),
             (self.train.adv_clip > 0, "train.adv_clip", "must be > 0 (paper: 10)"),
             (self.train.lr > 0, "train.lr", "must be > 0 (paper: 2e-6)"),

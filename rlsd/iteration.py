@@ -34,15 +34,16 @@ def shared_generator(seed: int, iteration: int, stream: int) -> torch.Generator:
 def choose_timesteps(num_steps: int, k: int, generator: torch.Generator, stochastic: Tensor | None = None) -> list[int]:
     """``k`` distinct step indices j in [0, num_steps) (index into the trajectory, not the timestep value).
 
-    ``stochastic``: optional ``(num_steps,)`` bool mask of steps with std > 0 (``rlsd.sampling.step_stds``);
-    only those are drawn, since a deterministic step has no log-density and no policy gradient.
+    ``stochastic``: optional ``(num_steps,)`` bool mask of the steps that may be drawn: std > 0, since a
+    deterministic step has no log-density and no policy gradient, and std > ``train.min_step_std``.
     """
     order = torch.randperm(num_steps, generator=generator)
     if stochastic is not None:
         order = order[stochastic[order]]
     if len(order) < k:
         raise ValueError(f"train.timesteps_per_iter={k} but only {len(order)} of the {num_steps} sampling steps are "
-                         "stochastic; lower train.timesteps_per_iter or raise sample.num_steps.")
+                         "stochastic (std > train.min_step_std); lower train.timesteps_per_iter or train.min_step_std, or raise "
+                         "sample.num_steps.")
     return order[:k].tolist()
 
 

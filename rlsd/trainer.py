@@ -57,7 +57,8 @@ class RLTrainer:
         torch.manual_seed(cfg.train.seed)
         self.model = load_policy(cfg.model, seed=cfg.train.seed, device=self.accelerator.device)
         self.model.scheduler.set_timesteps(cfg.sample.num_steps)
-        self._stochastic = step_stds(self.model.scheduler, cfg.sample.eta) > 0  # (T,) steps with a density
+        # (T,) steps the policy gradient may train: a density (std > 0) and std above train.min_step_std
+        self._stochastic = step_stds(self.model.scheduler, cfg.sample.eta) > cfg.train.min_step_std
         self.params = trainable_parameters(self.model.unet)
         optimizer, self.lr_scheduler = build_optimizer(self.params, cfg.train)
         self.unet, self.optimizer = self.accelerator.prepare(self.model.unet, optimizer)

@@ -170,3 +170,25 @@ def test_a_task_can_override_the_advantage_mode(tmp_path: Path) -> None:
         tiny_config(tmp_path, TWO_TASKS, "tasks.1.advantage_mode=group", "tasks.1.group_size=1").validate()
     with pytest.raises(ValueError, match="tasks.0.advantage_mode"):
         tiny_config(tmp_path, "tasks.0.advantage_mode=grpo").validate()
+
+
+def test_min_step_std_keeps_near_deterministic_steps_out_of_training(tmp_path: Path, monkeypatch) -> None:
+    from rlsd.sampling import step_stds
+
+    trainer = RLTrainer(tiny_config(tmp_path / "a", "pretrain.enabled=false"))
+    stds = step_stds(trainer.model.scheduler)
+    smallest = int(stds.argmin())
+    assert bool((stds > 0).all())  # all 3 steps have a density, so only the threshold can drop one
+    threshold = float(stds.sort().values[:2].mean())  # between the smallest std and the next
+    trainer = RLTrainer(tiny_config(tmp_path / "b", "pretrain.enabled=false", f"train.min_step_std={threshold}"))
+    trained: list[int] = []
+    monkeypatch.setattr(trainer, "policy_step", lambda batches, j, tasks: trained.append(j) or {})
+    batch = trainer.collect(0, 0)
+    for iteration in range(10):
+        trainer.policy_updates([batch], [0], iteration)
+    assert smallest not in trained and set(trained) == set(range(3)) - {smallest}
+    strict = RLTrainer(tiny_config(tmp_path / "c", "pretrain.enabled=false", f"train.min_step_std={float(stds.max())}"))
+    with pytest.raises(ValueError, match="min_step_std"):
+        strict.policy_updates([batch], [0], 0)
+    with pytest.raises(ValueError, match="train.min_step_std"):
+        tiny_config(tmp_path / "d", "train.min_step_std=-0.1").validate()
