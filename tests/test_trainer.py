@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,3 +193,15 @@ def test_min_step_std_keeps_near_deterministic_steps_out_of_training(tmp_path: P
         strict.policy_updates([batch], [0], 0)
     with pytest.raises(ValueError, match="train.min_step_std"):
         tiny_config(tmp_path / "d", "train.min_step_std=-0.1").validate()
+
+
+def test_step_grad_norms_tool_reports_every_stochastic_step(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("step_grad_norms", Path(__file__).parents[1] / "tools" / "step_grad_norms.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    table = tool.step_grad_norms(tiny_config(tmp_path, TWO_TASKS, "pretrain.enabled=false"), iteration=0)
+    assert table["j"].tolist() == [0, 1, 2] and bool((table["std"] > 0).all())
+    norms = table[["grad_norm/jpeg", "grad_norm/jpeg_b"]].to_numpy()
+    assert (norms > 0).all() and np.isfinite(norms).all()
