@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,17 @@ def test_paper_preset_matches_the_paper() -> None:
     total = cfg.sample.num_prompts_per_iter * sum(t.group_size for t in cfg.tasks)
     assert cfg.sample.prompts_per_rank(128) * 128 == cfg.sample.num_prompts_per_iter
     assert total >= 2048
+
+
+@pytest.mark.parametrize("task", ["preference", "compositional", "diversity"])
+def test_single_task_shapes_configs_are_the_joint_config_restricted_to_one_task(task: str) -> None:
+    """configs/shapes_<task>.yaml promise "the same settings" as the joint demo, for single- vs joint comparisons."""
+    joint, single = load_config("configs/shapes_joint.yaml"), load_config(f"configs/shapes_{task}.yaml")
+    for section in ("model", "sample", "train", "pretrain"):
+        assert getattr(single, section) == getattr(joint, section), section
+    (joint_task,) = [t for t in joint.tasks if t.name == task]
+    (single_task,) = single.tasks
+    assert dataclasses.replace(single_task, weight=joint_task.weight) == joint_task  # one task: the weight is moot
 
 
 def test_overrides_coerce_to_field_types() -> None:
