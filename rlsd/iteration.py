@@ -42,8 +42,8 @@ def choose_timesteps(num_steps: int, k: int, generator: torch.Generator, stochas
         order = order[stochastic[order]]
     if len(order) < k:
         raise ValueError(f"train.timesteps_per_iter={k} but only {len(order)} of the {num_steps} sampling steps are "
-                         "stochastic (std > train.min_step_std); lower train.timesteps_per_iter or train.min_step_std, or raise "
-                         "sample.num_steps.")
+                         "stochastic (std > train.min_step_std); lower train.timesteps_per_iter or "
+                         "train.min_step_std, or raise sample.num_steps.")
     return order[:k].tolist()
 
 

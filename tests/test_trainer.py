@@ -198,7 +198,8 @@ def test_min_step_std_keeps_near_deterministic_steps_out_of_training(tmp_path: P
 def test_step_grad_norms_tool_reports_every_stochastic_step(tmp_path: Path) -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("step_grad_norms", Path(__file__).parents[1] / "tools" / "step_grad_norms.py")
+    path = Path(__file__).parents[1] / "tools" / "step_grad_norms.py"
+    spec = importlib.util.spec_from_file_location("step_grad_norms", path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     table = tool.step_grad_norms(tiny_config(tmp_path, TWO_TASKS, "pretrain.enabled=false"), iteration=0)

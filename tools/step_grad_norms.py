@@ -35,12 +35,13 @@ def step_grad_norms(cfg, iteration: int) -> pd.DataFrame:
     for j in (stds > 0).nonzero().flatten().tolist():
         row = {"j": j, "timestep": int(trainer.model.scheduler.timesteps[j]), "std": float(stds[j])}
         for task, batch in zip(cfg.tasks, batches):
-            loss, _, _ = ppo_step_loss(trainer.train_model, batch.trajectory, batch.advantages, j,
-                                       slice(0, len(batch.trajectory.prompts)), guidance_scale=cfg.sample.guidance_scale,
-                                       eta=cfg.sample.eta, clip_range=cfg.train.clip_range)
+            rows_all = slice(0, len(batch.trajectory.prompts))
+            loss, _, _ = ppo_step_loss(trainer.train_model, batch.trajectory, batch.advantages, j, rows_all,
+                                       guidance_scale=cfg.sample.guidance_scale, eta=cfg.sample.eta,
+                                       clip_range=cfg.train.clip_range)
             (loss * task.weight).backward()
-            grads = [p.grad.float().pow(2).sum() for p in trainer.params if p.grad is not None]
-            row[f"grad_norm/{task.name}"] = float(torch.stack(grads).sum().sqrt())
+            grads = [p.grad for p in trainer.params if p.grad is not None]
+            row[f"grad_norm/{task.name}"] = float(torch.nn.utils.get_total_norm(grads))
             trainer.optimizer.zero_grad(set_to_none=True)
         rows.append(row)
     return pd.DataFrame(rows)
