@@ -8,9 +8,9 @@
 2. Evaluates base and fine-tuned models on held-out prompts with the same seeds (same initial noise):
    colour-open prompts for diversity, two-object compositions never seen in training for
    compositionality, and both for the preference proxy and the hidden gold quality.
-3. Writes ``<out>/results.md`` / ``results.csv`` (base vs fine-tuned, change, win-rate, paired one-sided
-   Wilcoxon p; SP paired by blocks of 8 seeds), ``samples.csv`` (every sample's scores) and the
-   figures: reward curves per task, before/after grids on fixed seeds, the colour histogram.
+3. Writes ``<out>/results.md`` / ``results.csv`` (base vs fine-tuned, change and its paired standard error,
+   win-rate, paired one-sided Wilcoxon p; SP paired by blocks of 8 seeds), ``samples.csv`` (every sample's
+   scores) and the figures: reward curves per task, before/after grids on fixed seeds, the colour histogram.
 
 The paper's metric each ShapesWorld metric stands for:
 
@@ -102,7 +102,7 @@ def evaluate_pair(base_dir: Path, tuned_dir: Path, prompts: HeldOut, seeds: dict
 
 
 def results_table(evals: dict[str, tuple[pd.DataFrame, object]], prompts: HeldOut, sp_block: int) -> pd.DataFrame:
-    """One row per metric: base, fine-tuned, change, win-rate and one-sided p-value of fine-tuned vs base.
+    """One row per metric: base, fine-tuned, change (and its paired standard error), win-rate and p of fine-tuned vs base.
 
     Per-sample metrics are paired by (prompt, seed); statistical parity by blocks of ``sp_block`` seeds
     of one prompt (:func:`rlsd.shapes.evaluate.parity_per_block`). ``p`` is the Wilcoxon signed-rank
@@ -125,7 +125,8 @@ def results_table(evals: dict[str, tuple[pd.DataFrame, object]], prompts: HeldOu
         test = paired_test(values["fine-tuned"], values["base"], higher_is_better=higher)
         change = test["mean"] - test["mean_reference"]
         rows.append({"metric": label, "prompts": f"{subset} ({len(subsets[subset])})", "base": test["mean_reference"],
-                     "fine-tuned": test["mean"], "change": change, "improved": change > 0 if higher else change < 0,
+                     "fine-tuned": test["mean"], "change": change, "change SE": test["change_se"],
+                     "improved": change > 0 if higher else change < 0,
                      "win-rate vs base": test["win_rate"], "p (one-sided Wilcoxon)": test["p_value"]})
     return pd.DataFrame(rows)
 

@@ -112,9 +112,12 @@ def compare(table: pd.DataFrame, reference: pd.DataFrame, reward: str) -> dict[s
 def paired_test(new: Any, reference: Any, *, higher_is_better: bool = True) -> dict[str, float]:
     """One-sided paired test that ``new`` improves on ``reference`` (same prompts and seeds, row by row).
 
-    Returns the two means, the win-rate (ties 1/2) and ``p_value`` of the Wilcoxon signed-rank
-    test (scipy, ``zero_method="wilcox"``) against "no improvement"; pairs with equal values carry no
-    information and are dropped, and ``p_value`` is 1.0 when every pair ties.
+    Returns the two means, ``change_se`` (the standard error of the mean paired difference
+    ``new - reference``, ``std(ddof=1) / sqrt(N)``; 0 for one pair), the win-rate (ties 1/2) and
+    ``p_value`` of the Wilcoxon signed-rank test (scipy, ``zero_method="wilcox"``) against "no
+    improvement"; pairs with equal values carry no information and are dropped, and ``p_value`` is 1.0
+    when every pair ties. The test is on ranks, so a significant ``p_value`` can come with a mean
+    change inside its own standard error (many small gains, a few large losses).
 
     Args:
         new, reference: ``(N,)`` per-sample (or per-group) values of two models on the same pairs.
@@ -129,7 +132,9 @@ def paired_test(new: Any, reference: Any, *, higher_is_better: bool = True) -> d
     gain = a - b if higher_is_better else b - a
     p = 1.0 if np.all(gain == 0) else float(wilcoxon(gain, alternative="greater", zero_method="wilcox").pvalue)
     win = win_rate(a, b) if higher_is_better else win_rate(b, a)
-    return {"mean": float(a.mean()), "mean_reference": float(b.mean()), "win_rate": win, "p_value": p}
+    se = float((a - b).std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0
+    return {"mean": float(a.mean()), "mean_reference": float(b.mean()), "change_se": se, "win_rate": win,
+            "p_value": p}
 
 
 def plot_training_curves(metrics: pd.DataFrame, prefixes: tuple[str, ...] = ("reward/", "eval/")) -> Any:

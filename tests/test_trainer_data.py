@@ -129,6 +129,7 @@ def test_demo_results_table_pairs_parity_blocks_and_per_sample_metrics() -> None
     det = table.loc["detection score (≈ Eq. 13)"]
     assert det["base"] == pytest.approx(0.2) and det["fine-tuned"] == pytest.approx(0.9) and det["improved"]
     assert det["p (one-sided Wilcoxon)"] < 0.05 and det["win-rate vs base"] == 1.0
+    assert det["change SE"] == pytest.approx(0.0)  # the same gain on every pair
     assert not table.loc["gold quality (never optimised)", "improved"]  # no change is no improvement
 
 
@@ -150,6 +151,9 @@ def test_paired_test_detects_a_consistent_gain_and_not_noise() -> None:
     # a metric to minimise: lower values are the improvement
     assert paired_test(base - 0.5, base, higher_is_better=False)["p_value"] < 1e-6
     assert paired_test(base, base)["p_value"] == 1.0
+    # SE of the mean paired difference: gains 1, 2, 3, 4 -> std(ddof=1) 1.2910 / sqrt(4)
+    assert paired_test(base[:4] + np.arange(1, 5), base[:4])["change_se"] == pytest.approx(np.sqrt(5 / 3) / 2)
+    assert paired_test(base[:1] + 1, base[:1])["change_se"] == 0.0
     with pytest.raises(ValueError, match="same pairs"):
         paired_test([1.0, 2.0], [1.0])
 
