@@ -17,8 +17,9 @@ Known failure (issue 4, open). With the shipped config (session 7: 15 iterations
 compositional advantages within groups of 4, parity with missing objects counted as unfair) all three
 metrics improve in the mean, but only two significantly: preference 5.79 -> 6.24 (p 0.009), detection
 0.626 -> 0.630 (p 0.029), statistical parity 0.702 -> 0.659 (p 0.051). With training seed 1 parity was
-significant and detection was not (p 0.069). The test is therefore a strict xfail: it runs in CI, and it
-fails (XPASS) as soon as all three improve significantly, so the marker must then go.
+significant and detection was not (p 0.069). The detection gain of seed 0 is also inside its paired standard
+error (+0.005, SE 0.009; session 9). The test is therefore a strict xfail: it runs in CI, and it fails (XPASS) as
+soon as all three improve significantly, so the marker must then go.
 """
 
 from __future__ import annotations
