@@ -102,7 +102,7 @@ def evaluate_pair(base_dir: Path, tuned_dir: Path, prompts: HeldOut, seeds: dict
 
 
 def results_table(evals: dict[str, tuple[pd.DataFrame, object]], prompts: HeldOut, sp_block: int) -> pd.DataFrame:
-    """One row per metric: base, fine-tuned, change (and its paired standard error), win-rate and p of fine-tuned vs base.
+    """One row per metric: base, fine-tuned, change and its paired SE, win-rate and p of fine-tuned vs base.
 
     Per-sample metrics are paired by (prompt, seed); statistical parity by blocks of ``sp_block`` seeds
     of one prompt (:func:`rlsd.shapes.evaluate.parity_per_block`). ``p`` is the Wilcoxon signed-rank
