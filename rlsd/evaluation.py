@@ -132,7 +132,7 @@ def paired_test(new: Any, reference: Any, *, higher_is_better: bool = True) -> d
     gain = a - b if higher_is_better else b - a
     p = 1.0 if np.all(gain == 0) else float(wilcoxon(gain, alternative="greater", zero_method="wilcox").pvalue)
     win = win_rate(a, b) if higher_is_better else win_rate(b, a)
-    se = float((a - b).std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0
+    se = float(gain.std(ddof=1) / np.sqrt(gain.size)) if gain.size > 1 else 0.0  # std of gain = std of a - b
     return {"mean": float(a.mean()), "mean_reference": float(b.mean()), "change_se": se, "win_rate": win,
             "p_value": p}
 
