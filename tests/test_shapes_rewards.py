@@ -140,3 +140,31 @@ def test_prompt_sources_cover_the_three_tasks_and_resume():
     assert again.next_batch(7) == expected
     with pytest.raises(ValueError, match="split"):
         build_prompt_source({"name": "shapes_compositional", "split": "test"})
+
+
+def test_object_confidences_tool_agrees_with_the_detection_reward():
+    """tools/object_confidences.py: per-object confidences average to the reward's detection score, same seeds."""
+    import importlib.util
+
+    from rlsd.models import load_model
+    from rlsd.sampling import sample_trajectories
+
+    path = Path(__file__).parents[1] / "tools" / "object_confidences.py"
+    spec = importlib.util.spec_from_file_location("object_confidences", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    base = str(Path(__file__).parents[1] / "data" / "shapesworld_base")
+    prompt, seeds = "a yellow circle next to a red circle", [10_000, 10_001, 10_002]
+    table = tool.object_confidences([base], [prompt], seeds, num_steps=4)
+    row = table.iloc[0]
+    assert row["n"] == 3 and row["detection"] == pytest.approx((row["conf_object0"] + row["conf_object1"]) / 2)
+    traj = sample_trajectories(load_model(base), [prompt] * 3, num_steps=4, guidance_scale=2.0, eta=1.0,
+                               generator=[torch.Generator().manual_seed(s) for s in seeds])
+    rewards, _ = build_reward("shapes_detection")(traj.images, [prompt] * 3, [{}] * 3)
+    assert row["detection"] == pytest.approx(float(rewards.mean()), abs=1e-6)
+    from rlsd.shapes.detector import detect_batch
+
+    colours = [d.colour for dets in detect_batch(traj.images) for d in dets[:6]]
+    assert {c: row[f"n_{c}"] for c in COLOURS} == {c: colours.count(c) for c in COLOURS}
+    with pytest.raises(FileNotFoundError, match="not found"):
+        tool.main(["/nonexistent/model", "--prompts", prompt])
