@@ -174,3 +174,20 @@ def test_parity_per_block_is_sp_of_each_block_and_rejects_mixed_blocks() -> None
         parity_per_block(images, ["a circle"] * 2 + ["a square"] * 6, block=4)
     with pytest.raises(ValueError, match="divide"):
         parity_per_block(images, ["a circle"] * 8, block=3)
+
+
+def test_train_vs_heldout_tool_pairs_a_model_with_itself_to_zero_change() -> None:
+    """tools/train_vs_heldout.py: one row per split; the same model on the same seeds changes nothing."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "tools" / "train_vs_heldout.py"
+    spec = importlib.util.spec_from_file_location("train_vs_heldout", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    base = str(Path(__file__).parents[1] / "data" / "shapesworld_base")
+    table = tool.train_vs_heldout(base, base, 2, [10_000, 10_001], num_steps=4, guidance_scale=2.0)
+    assert table["split"].tolist() == ["train", "held-out"]
+    assert (table["change"] == 0).all() and (table["change SE"] == 0).all()
+    assert ((table["base"] >= 0) & (table["base"] <= 1)).all()
+    with pytest.raises(ValueError, match=r"--prompts must be in 1..528 \(train"):
+        tool.train_vs_heldout(base, base, 1000, [10_000], num_steps=4, guidance_scale=2.0)
