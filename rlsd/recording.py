@@ -180,6 +180,17 @@ def read_metrics(run_dir: str | Path):
     return wide.sort_index()
 
 
+def print_table(table, csv_path: str | Path | None = None, digits: int = 4) -> None:
+    """Print a diagnostic table (a pandas DataFrame) to stdout, floats to ``digits`` significant digits, and
+    write it to ``csv_path`` too if given (the ``tools/`` scripts' output)."""
+    import sys
+
+    table.to_string(sys.stdout, index=False, float_format=lambda v: f"{v:.{digits}g}")
+    print()
+    if csv_path is not None:
+        table.to_csv(csv_path, index=False)
+
+
 def image_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
     """Tile ``images`` (B, 3, H, W) in [0, 1] into a uint8 (H_grid, W_grid, 3) array, ``nrow`` per row.
 

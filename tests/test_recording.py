@@ -145,3 +145,15 @@ def test_reward_curves_smooth_long_series_but_not_a_few_eval_points():
     assert len(eval_ax.lines) == 1  # 3 points: a 5-wide window would draw their mean as a flat line
     np.testing.assert_array_equal(eval_ax.lines[0].get_ydata(), [9.0, 19.0, 29.0])
     plt.close(fig)
+
+
+def test_print_table_prints_and_writes_the_same_table(tmp_path, capsys) -> None:
+    import pandas as pd
+
+    from rlsd.recording import print_table
+
+    table = pd.DataFrame({"split": ["train", "held-out"], "change": [0.012345, -0.5]})
+    print_table(table, tmp_path / "t.csv", digits=3)
+    out = capsys.readouterr().out
+    assert "0.0123" in out and "-0.5" in out and "held-out" in out
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "t.csv"), table)

@@ -18,7 +18,6 @@ Writes the table to stdout and, with ``--csv``, to a file.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +56,7 @@ def object_confidences(folders: list[str], prompts: list[str], seeds: list[int],
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
+    from rlsd.recording import print_table
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="model folders (the base and one or more exports)")
     parser.add_argument("--prompts", nargs="+", required=True, help="captions of the ShapesWorld grammar")
@@ -74,10 +74,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     torch.set_num_threads(args.threads)
     table = object_confidences(args.models, args.prompts, list(range(10_000, 10_000 + args.seeds)),
                                num_steps=args.num_steps, guidance_scale=args.guidance_scale)
-    table.to_string(sys.stdout, index=False, float_format=lambda v: f"{v:.3f}")
-    print()
-    if args.csv is not None:
-        table.to_csv(args.csv, index=False)
+    print_table(table, args.csv, digits=3)
     return table
 
 

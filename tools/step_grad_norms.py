@@ -13,7 +13,6 @@ Writes the table to stdout and, with ``--csv``, to a file.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -49,6 +48,7 @@ def step_grad_norms(cfg, iteration: int) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     from rlsd.config import load_config
+    from rlsd.recording import print_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "shapes_joint.yaml"))
@@ -60,10 +60,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, ["log.progress=false", "log.run_dir=runs/step_grad_norms", *args.overrides])
     table = step_grad_norms(cfg, args.iteration)
-    table.to_string(sys.stdout, index=False, float_format=lambda v: f"{v:.4g}")
-    print()
-    if args.csv is not None:
-        table.to_csv(args.csv, index=False)
+    print_table(table, args.csv, digits=4)
     return table
 
 

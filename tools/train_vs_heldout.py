@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -48,6 +47,7 @@ def train_vs_heldout(base: str, tuned: str, num_prompts: int, seeds: list[int], 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     from rlsd.config import load_config
+    from rlsd.recording import print_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("export", help="fine-tuned model folder (a run's export/)")
@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     cfg = load_config(args.config)
     table = train_vs_heldout(cfg.model.path, args.export, args.prompts, list(range(10_000, 10_000 + args.seeds)),
                              num_steps=cfg.sample.num_steps, guidance_scale=cfg.sample.guidance_scale, seed=args.seed)
-    table.to_string(sys.stdout, index=False, float_format=lambda v: f"{v:.4g}")
-    print()
+    print_table(table, digits=4)
     return table
 
 
