@@ -26,6 +26,7 @@ import datetime as _dt
 import json
 import math
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -181,10 +182,7 @@ def read_metrics(run_dir: str | Path):
 
 
 def print_table(table, csv_path: str | Path | None = None, digits: int = 4) -> None:
-    """Print a diagnostic table (a pandas DataFrame) to stdout, floats to ``digits`` significant digits, and
-    write it to ``csv_path`` too if given (the ``tools/`` scripts' output)."""
-    import sys
-
+    """Print ``table`` (a ``tools/`` script's DataFrame) to ``digits`` significant digits; save it to ``csv_path``."""
     table.to_string(sys.stdout, index=False, float_format=lambda v: f"{v:.{digits}g}")
     print()
     if csv_path is not None:

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     missing = [m for m in args.models if not Path(m).is_dir()]
     if missing:
-        raise FileNotFoundError(f"model folder(s) {missing} not found; pass data/shapesworld_base or a run's export/ folder")
+        raise FileNotFoundError(f"model folder(s) {missing} not found; pass data/shapesworld_base or a run's export/")
     torch.set_num_threads(args.threads)
     table = object_confidences(args.models, args.prompts, list(range(10_000, 10_000 + args.seeds)),
                                num_steps=args.num_steps, guidance_scale=args.guidance_scale)

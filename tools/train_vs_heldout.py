@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     if not Path(args.export).is_dir():
-        raise FileNotFoundError(f"{args.export} not found; pass a run's export/ folder (python -m rlsd.demo writes one)")
+        raise FileNotFoundError(f"{args.export} not found; pass a run's export/ (python -m rlsd.demo writes one)")
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     torch.set_num_threads(args.threads)
