@@ -49,6 +49,8 @@ METRICS: tuple[tuple[str, str, str, bool], ...] = (
 
 #: seeds per statistical-parity group in the evaluation (the diversity task's training group size)
 SP_BLOCK = 8
+#: first seed of the range shared by the compositional evaluation prompts (outside the training sample streams)
+COMPOSITIONAL_SEED_START = 10_000
 
 
 @dataclass
@@ -63,14 +65,23 @@ class HeldOut:
         return self.diversity + self.compositional
 
 
+def sample_compositions(split: str, num: int, seed: int = 0, *, name: str = "num_compositional") -> list[str]:
+    """``num`` two-object captions of ``split`` ("train" or "eval"), a seeded choice; ``name`` is the argument
+    the error message names."""
+    from rlsd.prompts.shapes import compositional_prompts
+
+    pool = compositional_prompts(split)
+    if not 0 < num <= len(pool):
+        which = "held-out" if split == "eval" else split
+        raise ValueError(f"{name} must be in 1..{len(pool)} ({which} compositions), got {num}")
+    return random.Random(seed).sample(pool, num)
+
+
 def heldout_prompts(num_compositional: int, seed: int = 0) -> HeldOut:
     """Colour-open prompts and ``num_compositional`` held-out two-object compositions (seeded choice)."""
-    from rlsd.prompts.shapes import UNDERSPECIFIED_PROMPTS, compositional_prompts
+    from rlsd.prompts.shapes import UNDERSPECIFIED_PROMPTS
 
-    pool = compositional_prompts("eval")
-    if not 0 < num_compositional <= len(pool):
-        raise ValueError(f"num_compositional must be in 1..{len(pool)} (held-out compositions), got {num_compositional}")
-    return HeldOut(list(UNDERSPECIFIED_PROMPTS), random.Random(seed).sample(pool, num_compositional))
+    return HeldOut(list(UNDERSPECIFIED_PROMPTS), sample_compositions("eval", num_compositional, seed))
 
 
 def eval_seeds(prompts: HeldOut, num_seeds: int, num_diversity_seeds: int) -> dict[str, list[int]]:
@@ -80,7 +91,7 @@ def eval_seeds(prompts: HeldOut, num_seeds: int, num_diversity_seeds: int) -> di
     "a circle" and "a square" give near-copies of one image and their SP blocks would not be independent.
     All seeds lie outside the training sample streams.
     """
-    shared = list(range(10_000, 10_000 + num_seeds))
+    shared = list(range(COMPOSITIONAL_SEED_START, COMPOSITIONAL_SEED_START + num_seeds))
     seeds = {p: shared for p in prompts.compositional}
     for i, p in enumerate(prompts.diversity):
         start = 20_000 + i * num_diversity_seeds

@@ -148,6 +148,8 @@ def test_object_confidences_tool_agrees_with_the_detection_reward():
 
     from rlsd.models import load_model
     from rlsd.sampling import sample_trajectories
+    from rlsd.shapes.detector import detect_batch
+    from rlsd.shapes.match import MAX_DETECTIONS
 
     path = Path(__file__).parents[1] / "tools" / "object_confidences.py"
     spec = importlib.util.spec_from_file_location("object_confidences", path)
@@ -162,9 +164,7 @@ def test_object_confidences_tool_agrees_with_the_detection_reward():
                                generator=[torch.Generator().manual_seed(s) for s in seeds])
     rewards, _ = build_reward("shapes_detection")(traj.images, [prompt] * 3, [{}] * 3)
     assert row["detection"] == pytest.approx(float(rewards.mean()), abs=1e-6)
-    from rlsd.shapes.detector import detect_batch
-
-    colours = [d.colour for dets in detect_batch(traj.images) for d in dets[:6]]
+    colours = [d.colour for dets in detect_batch(traj.images) for d in dets[:MAX_DETECTIONS]]
     assert {c: row[f"n_{c}"] for c in COLOURS} == {c: colours.count(c) for c in COLOURS}
     with pytest.raises(FileNotFoundError, match="not found"):
         tool.main(["/nonexistent/model", "--prompts", prompt])

@@ -34,7 +34,7 @@ def object_confidences(folders: list[str], prompts: list[str], seeds: list[int],
     from rlsd.sampling import sample_trajectories
     from rlsd.shapes.detector import detect_batch
     from rlsd.shapes.grammar import parse
-    from rlsd.shapes.match import best_assignment
+    from rlsd.shapes.match import MAX_DETECTIONS, best_assignment
 
     rows = []
     for folder in folders:
@@ -45,8 +45,8 @@ def object_confidences(folders: list[str], prompts: list[str], seeds: list[int],
             traj = sample_trajectories(model, [prompt] * len(seeds), num_steps=num_steps, guidance_scale=guidance_scale,
                                        eta=eta, generator=generators)
             detections = detect_batch(traj.images)
-            confs = np.array([best_assignment(d[:6], spec)[0] for d in detections])  # (S, objects)
-            colours = [d.colour for dets in detections for d in dets[:6]]
+            confs = np.array([best_assignment(d[:MAX_DETECTIONS], spec)[0] for d in detections])  # (S, objects)
+            colours = [d.colour for dets in detections for d in dets[:MAX_DETECTIONS]]
             row = {"model": folder, "prompt": prompt, "n": len(seeds)}
             row.update({f"conf_object{i}": float(c) for i, c in enumerate(confs.mean(0))})
             row["detection"] = float(confs.mean())
@@ -56,7 +56,9 @@ def object_confidences(folders: list[str], prompts: list[str], seeds: list[int],
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
+    from rlsd.demo import COMPOSITIONAL_SEED_START
     from rlsd.recording import print_table
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="model folders (the base and one or more exports)")
     parser.add_argument("--prompts", nargs="+", required=True, help="captions of the ShapesWorld grammar")
@@ -72,8 +74,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if missing:
         raise FileNotFoundError(f"model folder(s) {missing} not found; pass data/shapesworld_base or a run's export/")
     torch.set_num_threads(args.threads)
-    table = object_confidences(args.models, args.prompts, list(range(10_000, 10_000 + args.seeds)),
-                               num_steps=args.num_steps, guidance_scale=args.guidance_scale)
+    seeds = list(range(COMPOSITIONAL_SEED_START, COMPOSITIONAL_SEED_START + args.seeds))
+    table = object_confidences(args.models, args.prompts, seeds, num_steps=args.num_steps,
+                               guidance_scale=args.guidance_scale)
     print_table(table, args.csv, digits=3)
     return table
 

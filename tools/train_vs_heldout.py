@@ -14,7 +14,6 @@ A gain on the training split only means the task learned what it saw and did not
 from __future__ import annotations
 
 import argparse
-import random
 from pathlib import Path
 
 import pandas as pd
@@ -26,20 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def train_vs_heldout(base: str, tuned: str, num_prompts: int, seeds: list[int], *, num_steps: int,
                      guidance_scale: float, seed: int = 0) -> pd.DataFrame:
     """One row per split ("train", "held-out") of the paired detection comparison of ``tuned`` against ``base``."""
-    from rlsd.demo import HeldOut, evaluate_pair
+    from rlsd.demo import HeldOut, evaluate_pair, sample_compositions
     from rlsd.evaluation import paired_test
-    from rlsd.prompts.shapes import compositional_prompts
 
     rows = []
-    for split, pool in (("train", compositional_prompts("train")), ("held-out", compositional_prompts("eval"))):
-        if not 0 < num_prompts <= len(pool):
-            raise ValueError(f"--prompts must be in 1..{len(pool)} ({split} compositions), got {num_prompts}")
-        chosen = random.Random(seed).sample(pool, num_prompts)
+    for label, split in (("train", "train"), ("held-out", "eval")):
+        chosen = sample_compositions(split, num_prompts, seed, name="--prompts")
         evals = evaluate_pair(Path(base), Path(tuned), HeldOut([], chosen), {p: seeds for p in chosen},
                               num_steps=num_steps, guidance_scale=guidance_scale)
         values = {label: result.table["shapes_detection"].to_numpy() for label, (_, result) in evals.items()}
         test = paired_test(values["fine-tuned"], values["base"], higher_is_better=True)
-        rows.append({"split": split, "prompts": num_prompts, "seeds": len(seeds), "base": test["mean_reference"],
+        rows.append({"split": label, "prompts": num_prompts, "seeds": len(seeds), "base": test["mean_reference"],
                      "fine-tuned": test["mean"], "change": test["mean"] - test["mean_reference"],
                      "change SE": test["change_se"], "p (one-sided Wilcoxon)": test["p_value"]})
     return pd.DataFrame(rows)
@@ -47,6 +43,7 @@ def train_vs_heldout(base: str, tuned: str, num_prompts: int, seeds: list[int], 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     from rlsd.config import load_config
+    from rlsd.demo import COMPOSITIONAL_SEED_START
     from rlsd.recording import print_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,7 +61,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
-    table = train_vs_heldout(cfg.model.path, args.export, args.prompts, list(range(10_000, 10_000 + args.seeds)),
+    seeds = list(range(COMPOSITIONAL_SEED_START, COMPOSITIONAL_SEED_START + args.seeds))
+    table = train_vs_heldout(cfg.model.path, args.export, args.prompts, seeds,
                              num_steps=cfg.sample.num_steps, guidance_scale=cfg.sample.guidance_scale, seed=args.seed)
     print_table(table, digits=4)
     return table

@@ -16,7 +16,10 @@ from rlsd.shapes.detector import Detection
 from rlsd.shapes.grammar import CaptionSpec, parse
 from rlsd.shapes.scene import relation_holds
 
-__all__ = ["caption_match", "best_assignment"]
+__all__ = ["caption_match", "best_assignment", "MAX_DETECTIONS"]
+
+#: detections of an image that the score considers (the detector's first, largest ones)
+MAX_DETECTIONS = 6
 
 
 def best_assignment(detections: list[Detection], spec: CaptionSpec) -> tuple[list[float], list[Detection | None]]:
@@ -42,7 +45,7 @@ def caption_match(detections: list[Detection], prompt: str, *, include_relation:
                   relation_penalty: float = 0.5) -> float:
     """Detection score in [0, 1] of ``prompt`` given one image's detections (see module doc)."""
     spec = parse(prompt)
-    confs, assigned = best_assignment(detections[:6], spec)
+    confs, assigned = best_assignment(detections[:MAX_DETECTIONS], spec)
     score = sum(confs) / len(confs)
     if include_relation and spec.relation is not None:
         a, b = assigned
