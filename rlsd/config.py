@@ -101,6 +101,10 @@ class TrainConfig:
     """Joint training (several tasks): per_task (paper Alg. 1: sample, score and update one task after the other,
     each with its own timesteps_per_iter optimizer steps) | summed (sample every task first, then one optimizer
     step per timestep on the sum of the tasks' weighted losses). Identical for a single task."""
+    clip_per_task: bool = False
+    """With ``task_updates = summed``: clip each task's weighted gradient to ``weight * max_grad_norm`` before the
+    sum (then the sum to ``max_grad_norm`` as usual), so each task keeps its weight's share of a clipped step
+    whatever its raw gradient norm. Costs one gradient-sized buffer and one all-reduce per task per step."""
     grad_accumulation: int = 1
     """Micro-batches the local batch is split into per optimizer step (memory only; same gradient)."""
     iterations: int = 100
@@ -204,6 +208,8 @@ class RLConfig:
              f"must be one of {', '.join(ADVANTAGE_MODES)}"),
             (self.train.inner_epochs >= 1, "train.inner_epochs", "must be >= 1"),
             (self.train.task_updates in ("per_task", "summed"), "train.task_updates", "must be per_task or summed"),
+            (not self.train.clip_per_task or self.train.max_grad_norm > 0, "train.clip_per_task",
+             "needs train.max_grad_norm > 0 (the clip it applies per task)"),
             (self.train.grad_accumulation >= 1, "train.grad_accumulation", "must be >= 1"),
             (self.train.iterations >= 0, "train.iterations", "must be >= 0"),
             (self.train.mixed_precision in ("no", "bf16", "fp16"), "train.mixed_precision", "must be no, bf16 or fp16"),

@@ -9,7 +9,8 @@ One iteration:
    local batch at that step, PPO-clip loss (weighted by ``task.weight``), backward, clip, optimizer step.
    With ``train.task_updates = per_task`` (paper) steps 1-2 run task after task, so each task is sampled by
    the policy the previous task's update left; with ``summed`` every task is sampled first and each
-   optimizer step sums all tasks' losses. The first re-scoring after sampling must give ratio == 1 (the
+   optimizer step sums all tasks' losses (``train.clip_per_task``: each task's gradient clipped to its weight's
+   share before the sum). The first re-scoring after sampling must give ratio == 1 (the
    largest deviation over tasks is logged as ``ppo/ratio_first_abs_dev``);
 3. optionally the L_pre denoising step (weight ``pretrain.beta``) with its own optimizer step.
 
@@ -53,6 +54,9 @@ class RLTrainer:
         self.accelerator = accelerator if accelerator is not None else make_accelerator(cfg)
         self.rank, self.world = dist.rank_and_world(self.accelerator)
         cfg.validate(world_size=self.world)
+        if cfg.train.clip_per_task and "DEEPSPEED" in str(getattr(self.accelerator, "distributed_type", "")):
+            raise ValueError("train.clip_per_task=true needs the gradients in .grad; DeepSpeed partitions and clips "
+                             "them itself. Use DDP or FSDP configs, or set train.clip_per_task=false.")
         self.is_main = dist.is_main_process(self.accelerator)
         torch.manual_seed(cfg.train.seed)
         self.model = load_policy(cfg.model, seed=cfg.train.seed, device=self.accelerator.device)
@@ -123,27 +127,46 @@ class RLTrainer:
     def policy_step(self, batches: list[TaskBatch], j: int, tasks: list[int]) -> dict[str, float]:
         """One optimizer step on the local batches of ``tasks`` (``batches[i]`` is task ``tasks[i]``) at step ``j``."""
         cfg = self.cfg
+        per_task_clip = cfg.train.clip_per_task and len(batches) > 1
         pieces = [(bi, rows) for bi, b in enumerate(batches)
                   for rows in _chunks(len(b.trajectory.prompts), cfg.train.grad_accumulation)]
-        log_probs, olds, loss_sum = [], [], 0.0
+        log_probs, olds, loss_sum, summed, task_norms = [], [], 0.0, None, {}
         for n, (bi, rows) in enumerate(pieces):
-            batch, weight = batches[bi], cfg.tasks[tasks[bi]].weight
+            batch, task = batches[bi], cfg.tasks[tasks[bi]]
             size = len(batch.trajectory.prompts)
-            with self._sync_context(last=n == len(pieces) - 1), self._autocast():
+            task_done = n == len(pieces) - 1 or pieces[n + 1][0] != bi
+            with self._sync_context(last=task_done if per_task_clip else n == len(pieces) - 1), self._autocast():
                 loss, log_prob, old = ppo_step_loss(
                     self.train_model, batch.trajectory, batch.advantages, j, rows,
                     guidance_scale=cfg.sample.guidance_scale, eta=cfg.sample.eta, clip_range=cfg.train.clip_range)
-                loss = loss * weight * (rows.stop - rows.start) / size
+                loss = loss * task.weight * (rows.stop - rows.start) / size
                 self.accelerator.backward(loss)
             loss_sum += float(loss.detach())
             log_probs.append(log_prob.float())
             olds.append(old.float())
+            if per_task_clip and task_done:
+                task_norms[task.name], summed = self._clip_into(summed, task.weight * cfg.train.max_grad_norm)
+        if summed is not None:
+            for p, g in zip(self.params, summed):
+                p.grad = g
         log_prob, old = torch.cat(log_probs), torch.cat(olds)
         stats = ppo_diagnostics(log_prob, old, cfg.train.clip_range)
         stats["ratio_abs_dev"] = float((log_prob - old).double().exp().sub(1).abs().max())
         stats["loss"] = loss_sum
+        stats.update({f"grad_norm/{name}": norm for name, norm in task_norms.items()})
         stats["grad_norm"] = self._optimizer_step()
         return stats
+
+    def _clip_into(self, summed: list[torch.Tensor] | None, max_norm: float) -> tuple[float, list[torch.Tensor]]:
+        """Clip the gradients now in ``.grad`` to ``max_norm``, add them to ``summed`` and zero ``.grad``.
+
+        Returns the pre-clip norm and the running sum (one tensor per trainable parameter).
+        """
+        norm = float(self.accelerator.clip_grad_norm_(self.params, max_norm))  # max_norm 0 (weight 0): zeros
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        summed = [g.clone() for g in grads] if summed is None else [s.add_(g) for s, g in zip(summed, grads)]
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm, summed
 
     def policy_updates(self, batches: list[TaskBatch], tasks: list[int], iteration: int) -> list[dict[str, float]]:
         """``train.inner_epochs`` x ``train.timesteps_per_iter`` optimizer steps on ``batches`` (of ``tasks``).

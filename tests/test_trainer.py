@@ -159,6 +159,48 @@ def test_unknown_task_update_mode_is_rejected(tmp_path: Path) -> None:
         tiny_config(tmp_path, "train.task_updates=alternating").validate()
 
 
+def _step_gradient(trainer: RLTrainer, batches, j: int, tasks: list[int]) -> tuple[list[torch.Tensor], dict]:
+    """The gradient ``policy_step`` hands the optimizer (the step itself is skipped)."""
+    captured = []
+    trainer._optimizer_step = lambda: captured.append([p.grad.clone() for p in trainer.params]) or 0.0
+    stats = trainer.policy_step(batches, j, tasks)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    del trainer._optimizer_step
+    return captured[0], stats
+
+
+def test_clip_per_task_gives_each_task_its_weight_share_of_the_step(tmp_path: Path) -> None:
+    c = 1e-9  # far below either task's norm: both are clipped
+    trainer = RLTrainer(tiny_config(tmp_path, TWO_TASKS, "pretrain.enabled=false", "train.task_updates=summed",
+                                    "train.clip_per_task=true", f"train.max_grad_norm={c}"))
+    batches = [trainer.collect(0, 0), trainer.collect(1, 0)]
+    alone = [_step_gradient(trainer, [b], 1, [i])[0] for i, b in enumerate(batches)]  # one task: no per-task clip
+    joint, stats = _step_gradient(trainer, batches, 1, [0, 1])
+    weights = [t.weight for t in trainer.cfg.tasks]
+    norms = [torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) for grads in alone]
+    for name, norm in zip(["jpeg", "jpeg_b"], norms):
+        assert stats[f"grad_norm/{name}"] == pytest.approx(float(norm), rel=1e-4)
+    expected = [sum(w * c / n * g[k] for w, n, g in zip(weights, norms, alone)) for k in range(len(joint))]
+    for got, want in zip(joint, expected):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=c * 1e-4)
+
+
+def test_clip_per_task_without_an_active_clip_is_the_plain_sum(tmp_path: Path) -> None:
+    runs = [RLTrainer(tiny_config(tmp_path / mode, TWO_TASKS, "pretrain.enabled=false", "train.task_updates=summed",
+                                  f"train.clip_per_task={mode == 'per_task_clip'}", "train.max_grad_norm=1e6"))
+            for mode in ("plain", "per_task_clip")]
+    for trainer in runs:
+        trainer.step(0)
+    pa, pb = unet_params(runs[0]), unet_params(runs[1])
+    for k in pa:
+        torch.testing.assert_close(pa[k], pb[k])
+
+
+def test_clip_per_task_needs_a_clip(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="train.clip_per_task"):
+        tiny_config(tmp_path, "train.clip_per_task=true", "train.max_grad_norm=0").validate()
+
+
 def test_a_task_can_override_the_advantage_mode(tmp_path: Path) -> None:
     from rlsd.objective import normalize_advantages
 
