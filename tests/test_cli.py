@@ -43,9 +43,9 @@ def test_cli_smoke_run_writes_all_outputs(tmp_path: Path) -> None:
     assert pipe.unet.config.sample_size == 8
 
 
-def _equivalence_run(tmp_path: Path, name: str, processes: int) -> dict[str, torch.Tensor]:
+def _equivalence_run(tmp_path: Path, name: str, processes: int, *extra: str) -> dict[str, torch.Tensor]:
     out = tmp_path / f"{name}.pt"
-    args = [*TINY, f"log.run_dir={tmp_path / name}", "train.iterations=2", "log.export=false",
+    args = [*TINY, *extra, f"log.run_dir={tmp_path / name}", "train.iterations=2", "log.export=false",
             "tasks.0.reward=test_brightness", "train.adam_eps=1e-3",
             "log.image_every=0", "pretrain.enabled=true", "pretrain.batch_size=2"]
     script = str(REPO / "tests" / "dist_scripts" / "train_equivalence.py")
@@ -61,17 +61,26 @@ def _equivalence_run(tmp_path: Path, name: str, processes: int) -> dict[str, tor
     return torch.load(out)
 
 
-def test_two_processes_match_one_process(tmp_path: Path) -> None:
+TWO_TASKS_CLIPPED = [  # per-task clip active at every step (task norms 1.2-5.7 at the tiny model, clip 1 and 0.5)
+    'tasks=[{name: a, prompts: {name: list, prompts: ["a red car", "a forest"]}, reward: test_brightness, '
+    'group_size: 2}, {name: b, prompts: {name: list, prompts: ["a photo of a cat", "a city at night"]}, '
+    'reward: test_brightness, group_size: 2, weight: 0.5}]',
+    "train.task_updates=summed", "train.clip_per_task=true", "train.max_grad_norm=1.0"]
+
+
+@pytest.mark.parametrize("extra", [(), TWO_TASKS_CLIPPED], ids=["one_task", "clip_per_task"])
+def test_two_processes_match_one_process(tmp_path: Path, extra: tuple[str, ...]) -> None:
     """Same global batch on 1 and 2 gloo ranks: samples are identical (per-slot generators), advantages use
     the gathered batch, and DDP averages the two half-batch gradients; only the float summation order of the
     gradient all-reduce (and of batched kernels) differs, ~1e-7 relative. Adam's first steps are ~lr*sign(g)
     per element, which turns that noise into O(lr) jumps for elements whose gradient is ~0, so the run uses
     adam_eps=1e-3 (Adam ~ SGD for tiny gradients) and a smooth reward. Measured: ||w2 - w1|| / ||w1 - w0||
-    = 3e-6 after one step and 1e-5 after 2 iterations (4 PPO + 2 L_pre steps); we allow 1e-4."""
+    = 3e-6 after one step and 1e-5 after 2 iterations (4 PPO + 2 L_pre steps); we allow 1e-4. With
+    ``clip_per_task`` each task's gradient must be all-reduced before its own clip, not after the sum."""
     from rlsd.models import build_tiny_pixel_model
 
-    one = _equivalence_run(tmp_path, "one", 1)
-    two = _equivalence_run(tmp_path, "two", 2)
+    one = _equivalence_run(tmp_path, "one", 1, *extra)
+    two = _equivalence_run(tmp_path, "two", 2, *extra)
     init = build_tiny_pixel_model(seed=0).unet.state_dict()
     flat = {name: torch.cat([d[k].flatten().double() for k in sorted(one)]) for name, d in
             (("one", one), ("two", two), ("init", init))}
