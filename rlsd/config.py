@@ -104,7 +104,8 @@ class TrainConfig:
     clip_per_task: bool = False
     """With ``task_updates = summed``: clip each task's weighted gradient to ``weight * max_grad_norm`` before the
     sum (then the sum to ``max_grad_norm`` as usual), so each task keeps its weight's share of a clipped step
-    whatever its raw gradient norm. Costs one gradient-sized buffer and one all-reduce per task per step."""
+    whatever its raw gradient norm. Costs one gradient-sized buffer and one all-reduce per task per step.
+    One process or DDP only: DeepSpeed and FSDP shard the gradients, and the trainer refuses them."""
     grad_accumulation: int = 1
     """Micro-batches the local batch is split into per optimizer step (memory only; same gradient)."""
     iterations: int = 100

@@ -41,6 +41,8 @@ from rlsd.trainer_setup import (build_optimizer, export_policy, load_policy, mak
                                 trainable_parameters)
 
 RATIO_TOLERANCE = 1e-4
+#: accelerate backends whose parameters do not hold the full gradient in .grad (no train.clip_per_task)
+SHARDED_BACKENDS = ("DEEPSPEED", "FSDP", "MEGATRON_LM", "XLA")
 
 
 class RLTrainer:
@@ -54,9 +56,11 @@ class RLTrainer:
         self.accelerator = accelerator if accelerator is not None else make_accelerator(cfg)
         self.rank, self.world = dist.rank_and_world(self.accelerator)
         cfg.validate(world_size=self.world)
-        if cfg.train.clip_per_task and "DEEPSPEED" in str(getattr(self.accelerator, "distributed_type", "")):
-            raise ValueError("train.clip_per_task=true needs the gradients in .grad; DeepSpeed partitions and clips "
-                             "them itself. Use DDP or FSDP configs, or set train.clip_per_task=false.")
+        backend = str(getattr(self.accelerator, "distributed_type", "")).rsplit(".", 1)[-1]
+        if cfg.train.clip_per_task and backend in SHARDED_BACKENDS:
+            raise ValueError(f"train.clip_per_task=true reads each task's full gradient from .grad, which {backend} "
+                             "shards (tested: one process and DDP). Use a DDP accelerate config, or set "
+                             "train.clip_per_task=false.")
         self.is_main = dist.is_main_process(self.accelerator)
         torch.manual_seed(cfg.train.seed)
         self.model = load_policy(cfg.model, seed=cfg.train.seed, device=self.accelerator.device)

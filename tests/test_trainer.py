@@ -201,6 +201,16 @@ def test_clip_per_task_needs_a_clip(tmp_path: Path) -> None:
         tiny_config(tmp_path, "train.clip_per_task=true", "train.max_grad_norm=0").validate()
 
 
+def test_clip_per_task_refuses_sharded_backends(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    fsdp = SimpleNamespace(process_index=0, num_processes=1, distributed_type=DistributedType.FSDP)
+    with pytest.raises(ValueError, match="clip_per_task.*FSDP"):
+        RLTrainer(tiny_config(tmp_path, TWO_TASKS, "train.task_updates=summed", "train.clip_per_task=true"), fsdp)
+
+
 def test_a_task_can_override_the_advantage_mode(tmp_path: Path) -> None:
     from rlsd.objective import normalize_advantages
 
