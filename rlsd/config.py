@@ -105,7 +105,8 @@ class TrainConfig:
     """With ``task_updates = summed``: clip each task's weighted gradient to ``weight * max_grad_norm`` before the
     sum (then the sum to ``max_grad_norm`` as usual), so each task keeps its weight's share of a clipped step
     whatever its raw gradient norm. Costs one gradient-sized buffer and one all-reduce per task per step.
-    One process or DDP only: DeepSpeed and FSDP shard the gradients, and the trainer refuses them."""
+    One process or DDP only: DeepSpeed and FSDP shard the gradients, and the trainer refuses them; not with fp16.
+    Each task's pre-clip (weighted) norm is logged as ``ppo/grad_norm/<task>``."""
     grad_accumulation: int = 1
     """Micro-batches the local batch is split into per optimizer step (memory only; same gradient)."""
     iterations: int = 100
@@ -211,6 +212,8 @@ class RLConfig:
             (self.train.task_updates in ("per_task", "summed"), "train.task_updates", "must be per_task or summed"),
             (not self.train.clip_per_task or self.train.max_grad_norm > 0, "train.clip_per_task",
              "needs train.max_grad_norm > 0 (the clip it applies per task)"),
+            (not (self.train.clip_per_task and self.train.mixed_precision == "fp16"), "train.clip_per_task",
+             "cannot run with fp16 (the loss scaler unscales once per step, this clips once per task); use bf16"),
             (self.train.grad_accumulation >= 1, "train.grad_accumulation", "must be >= 1"),
             (self.train.iterations >= 0, "train.iterations", "must be >= 0"),
             (self.train.mixed_precision in ("no", "bf16", "fp16"), "train.mixed_precision", "must be no, bf16 or fp16"),

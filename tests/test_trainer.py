@@ -196,9 +196,11 @@ def test_clip_per_task_without_an_active_clip_is_the_plain_sum(tmp_path: Path) -
         torch.testing.assert_close(pa[k], pb[k])
 
 
-def test_clip_per_task_needs_a_clip(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="train.clip_per_task"):
-        tiny_config(tmp_path, "train.clip_per_task=true", "train.max_grad_norm=0").validate()
+@pytest.mark.parametrize("override, words", [("train.max_grad_norm=0", "max_grad_norm > 0"),
+                                             ("train.mixed_precision=fp16", "fp16")])
+def test_clip_per_task_needs_a_clip_and_no_loss_scaler(tmp_path: Path, override: str, words: str) -> None:
+    with pytest.raises(ValueError, match=f"train.clip_per_task.*{words}"):
+        tiny_config(tmp_path, "train.clip_per_task=true", override).validate()
 
 
 def test_clip_per_task_refuses_sharded_backends(tmp_path: Path) -> None:
