@@ -166,5 +166,6 @@ def test_object_confidences_tool_agrees_with_the_detection_reward():
     assert row["detection"] == pytest.approx(float(rewards.mean()), abs=1e-6)
     colours = [d.colour for dets in detect_batch(traj.images) for d in dets[:MAX_DETECTIONS]]
     assert {c: row[f"n_{c}"] for c in COLOURS} == {c: colours.count(c) for c in COLOURS}
+    assert row["objects_per_image"] == pytest.approx(len(colours) / 3)
     with pytest.raises(FileNotFoundError, match="not found"):
         tool.main(["/nonexistent/model", "--prompts", prompt])
