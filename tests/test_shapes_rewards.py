@@ -149,7 +149,8 @@ def test_object_confidences_tool_agrees_with_the_detection_reward():
     from rlsd.models import load_model
     from rlsd.sampling import sample_trajectories
     from rlsd.shapes.detector import detect_batch
-    from rlsd.shapes.match import MAX_DETECTIONS
+    from rlsd.shapes.grammar import parse
+    from rlsd.shapes.match import MAX_DETECTIONS, best_assignment
 
     path = Path(__file__).parents[1] / "tools" / "object_confidences.py"
     spec = importlib.util.spec_from_file_location("object_confidences", path)
@@ -167,5 +168,10 @@ def test_object_confidences_tool_agrees_with_the_detection_reward():
     colours = [d.colour for dets in detect_batch(traj.images) for d in dets[:MAX_DETECTIONS]]
     assert {c: row[f"n_{c}"] for c in COLOURS} == {c: colours.count(c) for c in COLOURS}
     assert row["objects_per_image"] == pytest.approx(len(colours) / 3)
+    spec_ = parse(prompt)  # count-aware: an image's confidence sum over max(2 named, its detections)
+    scores = [sum(best_assignment(d[:MAX_DETECTIONS], spec_)[0]) / max(2, len(d[:MAX_DETECTIONS]))
+              for d in detect_batch(traj.images)]
+    assert row["detection_count_aware"] == pytest.approx(float(np.mean(scores)))
+    assert row["detection_count_aware"] <= row["detection"] + 1e-9
     with pytest.raises(FileNotFoundError, match="not found"):
         tool.main(["/nonexistent/model", "--prompts", prompt])

@@ -31,7 +31,9 @@ from rlsd.shapes.grammar import COLOURS
 def object_confidences(folders: list[str], prompts: list[str], seeds: list[int], *, num_steps: int = 20,
                        guidance_scale: float = 2.0, eta: float = 1.0) -> pd.DataFrame:
     """One row per (model, prompt): ``conf_object0``, [``conf_object1``], ``detection``, ``objects_per_image``
-    (detections per image, at most ``MAX_DETECTIONS``; above the named count = extra objects) and ``n_<colour>``."""
+    (detections per image, at most ``MAX_DETECTIONS``; above the named count = extra objects),
+    ``detection_count_aware`` (each image's confidence sum over ``max(named objects, detections)``: extra objects
+    count as misses) and ``n_<colour>``."""
     from rlsd.models import load_model
     from rlsd.sampling import sample_trajectories
     from rlsd.shapes.detector import detect_batch
@@ -49,10 +51,12 @@ def object_confidences(folders: list[str], prompts: list[str], seeds: list[int],
             detections = detect_batch(traj.images)
             confs = np.array([best_assignment(d[:MAX_DETECTIONS], spec)[0] for d in detections])  # (S, objects)
             colours = [d.colour for dets in detections for d in dets[:MAX_DETECTIONS]]
+            counts = np.array([max(len(spec.objects), len(d[:MAX_DETECTIONS])) for d in detections])
             row = {"model": folder, "prompt": prompt, "n": len(seeds)}
             row.update({f"conf_object{i}": float(c) for i, c in enumerate(confs.mean(0))})
             row["detection"] = float(confs.mean())
             row["objects_per_image"] = len(colours) / len(seeds)
+            row["detection_count_aware"] = float((confs.sum(1) / counts).mean())
             row.update({f"n_{c}": colours.count(c) for c in COLOURS})
             rows.append(row)
     return pd.DataFrame(rows)
