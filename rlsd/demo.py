@@ -14,14 +14,16 @@
 
 The paper's metric each ShapesWorld metric stands for:
 
-====================  ==========================  =============================================
-metric                paper analogue              better
-====================  ==========================  =============================================
-preference proxy      ImageReward                 higher (the reward that was optimised)
-gold quality          human judgement             higher (never optimised: over-optimisation check)
-detection score       UniDet score (Eq. 13)       higher
-statistical parity    skin-tone SP (Eq. 12)       lower (0 = uniform over the 4 colours)
-====================  ==========================  =============================================
+=====================  ==========================  ==============================================
+metric                 paper analogue              better
+=====================  ==========================  ==============================================
+preference proxy       ImageReward                 higher (the reward that was optimised)
+gold quality           human judgement             higher (never optimised: over-optimisation check)
+detection score        UniDet score (Eq. 13)       higher
+count-aware detection  none (a reward-hacking      higher (never optimised: detections beyond the
+                       check of Eq. 13)            named objects count as misses)
+statistical parity     skin-tone SP (Eq. 12)       lower (0 = uniform over the 4 colours)
+=====================  ==========================  ==============================================
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ METRICS: tuple[tuple[str, str, str, bool], ...] = (
     ("preference proxy (≈ ImageReward)", "shapes_preference", "all", True),
     ("gold quality (never optimised)", "shapes_gold", "all", True),
     ("detection score (≈ Eq. 13)", "shapes_detection", "compositional", True),
+    ("count-aware detection (extras as misses)", "shapes_detection_count_aware",
+     "compositional", True),
     ("statistical parity (≈ Eq. 12)", "statistical_parity", "diversity", False),
 )
 
@@ -106,9 +110,11 @@ def evaluate_pair(base_dir: Path, tuned_dir: Path, prompts: HeldOut, seeds: dict
     The pairwise comparison (win-rate, p) is made on the raw per-sample results by :func:`results_table`.
     """
     from rlsd.models import load_model
-    from rlsd.shapes.evaluate import evaluate
+    from rlsd.shapes.evaluate import DEFAULT_REWARDS, build_rewards, evaluate
 
-    return {label: evaluate(load_model(folder), prompts.all, seeds, num_steps=num_steps, guidance_scale=guidance_scale)
+    rewards = build_rewards((*DEFAULT_REWARDS, "shapes_detection_count_aware"))
+    return {label: evaluate(load_model(folder), prompts.all, seeds, rewards, num_steps=num_steps,
+                            guidance_scale=guidance_scale)
             for label, folder in (("base", base_dir), ("fine-tuned", tuned_dir))}
 
 

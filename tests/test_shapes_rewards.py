@@ -85,6 +85,19 @@ def test_detection_reward_with_and_without_relation():
     assert strict[0] > 0.9 and abs(strict[1] - 0.5 * plain[1]) < 1e-6
 
 
+def test_count_aware_detection_counts_extra_objects_as_misses():
+    two = (SceneObject("circle", "red", (0.25, 0.5), 0.13), SceneObject("square", "blue", (0.75, 0.5), 0.13))
+    extra = SceneObject("triangle", "green", (0.5, 0.2), 0.13)
+    images = torch.from_numpy(render_batch([Scene(two, "left of"), Scene((*two, extra), "left of")]))
+    prompts = ["a red circle left of a blue square"] * 2
+    plain, _ = build_reward("shapes_detection")(images, prompts, [{}] * 2)
+    aware, info = build_reward("shapes_detection_count_aware")(images, prompts, [{}] * 2)
+    assert info["num_detections"].tolist() == [2.0, 3.0]
+    assert aware[0] == pytest.approx(float(plain[0]))  # exactly the named objects: the same score
+    assert aware[1] == pytest.approx(float(plain[1]) * 2 / 3)  # a third object: one miss in three
+    assert plain[1] == pytest.approx(float(plain[0]), abs=0.02)  # Eq. 13 does not see it
+
+
 def test_gold_reward_in_unit_interval():
     rng = np.random.default_rng(0)
     scenes = [sample_scene(parse("a green triangle"), rng, degradation=d) for d in (None, "blur")]

@@ -117,7 +117,8 @@ def test_demo_results_table_pairs_parity_blocks_and_per_sample_metrics() -> None
         images = torch.from_numpy(render_batch(scenes))
         names = ["a circle"] * len(colours) + prompts.compositional * len(detection)
         table = pd.DataFrame({"prompt": names, "shapes_preference": 0.0, "shapes_gold": 0.5,
-                              "shapes_detection": [0.0] * len(colours) + detection})
+                              "shapes_detection": [0.0] * len(colours) + detection,
+                              "shapes_detection_count_aware": [0.0] * len(colours) + [d / 2 for d in detection]})
         return EvalResult({}, table, images)
 
     balanced = ["red", "green", "blue", "yellow"] * 4
@@ -131,6 +132,7 @@ def test_demo_results_table_pairs_parity_blocks_and_per_sample_metrics() -> None
     assert det["p (one-sided Wilcoxon)"] < 0.05 and det["win-rate vs base"] == 1.0
     assert det["change SE"] == pytest.approx(0.0)  # the same gain on every pair
     assert not table.loc["gold quality (never optimised)", "improved"]  # no change is no improvement
+    assert table.filter(like="count-aware", axis=0)["fine-tuned"].item() == pytest.approx(0.45)
 
 
 def test_win_rate_closed_form() -> None:

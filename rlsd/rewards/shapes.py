@@ -6,6 +6,7 @@ name                              paper analogue                         distrib
 ``shapes_preference``             ImageReward (learned human preference)  no
 ``shapes_gold``                   (hidden truth behind the preference)    no
 ``shapes_detection``              compositional detector reward, Eq. 13   no
+``shapes_detection_count_aware``  (evaluation: extra objects as misses)   no
 ``shapes_color_parity``           skin-tone statistical parity, Eq. 12    yes (``group``)
 ================================  =====================================  ======================
 
@@ -13,6 +14,11 @@ name                              paper analogue                         distrib
 detection's confidence (:mod:`rlsd.shapes.match`); with ``include_relation=True`` it is
 multiplied by ``relation_penalty`` when the relation is violated (default off, as in Eq. 13,
 which scores object presence only).
+
+``shapes_detection_count_aware``: the same confidences summed over ``max(named objects,
+detections)`` instead of the named count, so every detected object beyond the named ones counts as
+a miss. Eq. 13 ignores extra objects; this evaluation-only variant exposes a policy that draws
+third and fourth copies to make a named object likelier to be found (issue 4, session 11).
 
 ``shapes_color_parity``: the colour bucket (4 buckets = COLOURS) of the image's main object,
 i.e. the detection best matching the prompt's first object ignoring its colour; images with
@@ -33,7 +39,7 @@ from rlsd.rewards.base import DistributionReward, Reward
 from rlsd.rewards.parity import statistical_parity
 from rlsd.rewards.registry import register_reward
 
-__all__ = ["ShapesDetectionReward", "ShapesGoldReward", "ShapesPreferenceReward", "ShapesColorParity",
+__all__ = ["ShapesDetectionReward", "ShapesDetectionCountAware", "ShapesGoldReward", "ShapesPreferenceReward", "ShapesColorParity",
            "colour_buckets", "DEFAULT_PREFERENCE_DIR"]
 
 DEFAULT_PREFERENCE_DIR = Path(__file__).resolve().parents[2] / "data" / "shapesworld_preference"
@@ -60,6 +66,24 @@ class ShapesDetectionReward(Reward):
         info = {"object_score": torch.tensor(objects), "relation_ok": torch.tensor(rel_ok),
                 "num_detections": torch.tensor([float(len(d)) for d in dets])}
         return torch.tensor(rewards, dtype=torch.float32), info
+
+
+class ShapesDetectionCountAware(Reward):
+    """Detection score with every detection beyond the named objects counted as a miss (evaluation)."""
+
+    name = "shapes_detection_count_aware"
+
+    def score(self, images: Tensor, prompts: list[str], metadata: list[dict]) -> tuple[Tensor, dict]:
+        from rlsd.shapes.detector import detect_batch
+        from rlsd.shapes.grammar import parse
+        from rlsd.shapes.match import MAX_DETECTIONS, best_assignment
+
+        rewards, counts = [], []
+        for dets, prompt in zip(detect_batch(images), prompts):
+            spec, dets = parse(prompt), dets[:MAX_DETECTIONS]
+            rewards.append(sum(best_assignment(dets, spec)[0]) / max(len(spec.objects), len(dets)))
+            counts.append(float(len(dets)))
+        return torch.tensor(rewards, dtype=torch.float32), {"num_detections": torch.tensor(counts)}
 
 
 class ShapesGoldReward(Reward):
@@ -132,6 +156,12 @@ class ShapesColorParity(DistributionReward):
 def shapes_detection(include_relation: bool = False, relation_penalty: float = 0.5) -> ShapesDetectionReward:
     """Detection reward (Eq. 13 analogue); see the module docstring."""
     return ShapesDetectionReward(include_relation, relation_penalty)
+
+
+@register_reward("shapes_detection_count_aware")
+def shapes_detection_count_aware() -> ShapesDetectionCountAware:
+    """Detection score with extra objects counted as misses (evaluation only); see the module docstring."""
+    return ShapesDetectionCountAware()
 
 
 @register_reward("shapes_gold")
