@@ -17,7 +17,9 @@ With the shipped config (session 11: gradient-norm clip 0.02 applied to each tas
 25 iterations, task weights preference 0.75 / compositional 2 / diversity 0.35) the demo at 2 threads gave
 preference 5.79 -> 7.25 (p 2e-4), detection 0.626 -> 0.712 (+0.086, SE 0.017, p 5e-7), statistical parity
 0.702 -> 0.596 (p 0.013), gold 0.775 -> 0.805. Only training seed 0 is asserted: at seed 1 detection rose
-+0.036 +- 0.014 with p 0.077, and at seed 2 it stayed flat (+0.002 +- 0.015); see the README.
++0.036 +- 0.014 with p 0.077, and at seed 2 it stayed flat (+0.002 +- 0.015); see the README. The table's
+count-aware detection row (extra objects as misses) is not asserted: it falls 0.549 -> 0.492, because the
+policy gains Eq. 13's score by drawing extra copies of the named objects (a reward hack the README describes).
 """
 
 from __future__ import annotations
