@@ -38,7 +38,7 @@ def object_confidences(folders: list[str], prompts: list[str], seeds: list[int],
     from rlsd.sampling import sample_trajectories
     from rlsd.shapes.detector import detect_batch
     from rlsd.shapes.grammar import parse
-    from rlsd.shapes.match import MAX_DETECTIONS, best_assignment
+    from rlsd.shapes.match import MAX_DETECTIONS, best_assignment, count_aware_match
 
     rows = []
     for folder in folders:
@@ -51,12 +51,11 @@ def object_confidences(folders: list[str], prompts: list[str], seeds: list[int],
             detections = detect_batch(traj.images)
             confs = np.array([best_assignment(d[:MAX_DETECTIONS], spec)[0] for d in detections])  # (S, objects)
             colours = [d.colour for dets in detections for d in dets[:MAX_DETECTIONS]]
-            counts = np.array([max(len(spec.objects), len(d[:MAX_DETECTIONS])) for d in detections])
             row = {"model": folder, "prompt": prompt, "n": len(seeds)}
             row.update({f"conf_object{i}": float(c) for i, c in enumerate(confs.mean(0))})
             row["detection"] = float(confs.mean())
             row["objects_per_image"] = len(colours) / len(seeds)
-            row["detection_count_aware"] = float((confs.sum(1) / counts).mean())
+            row["detection_count_aware"] = float(np.mean([count_aware_match(d, prompt) for d in detections]))
             row.update({f"n_{c}": colours.count(c) for c in COLOURS})
             rows.append(row)
     return pd.DataFrame(rows)

@@ -75,14 +75,11 @@ class ShapesDetectionCountAware(Reward):
 
     def score(self, images: Tensor, prompts: list[str], metadata: list[dict]) -> tuple[Tensor, dict]:
         from rlsd.shapes.detector import detect_batch
-        from rlsd.shapes.grammar import parse
-        from rlsd.shapes.match import MAX_DETECTIONS, best_assignment
+        from rlsd.shapes.match import MAX_DETECTIONS, count_aware_match
 
-        rewards, counts = [], []
-        for dets, prompt in zip(detect_batch(images), prompts):
-            spec, dets = parse(prompt), dets[:MAX_DETECTIONS]
-            rewards.append(sum(best_assignment(dets, spec)[0]) / max(len(spec.objects), len(dets)))
-            counts.append(float(len(dets)))
+        dets = detect_batch(images)
+        rewards = [count_aware_match(d, p) for d, p in zip(dets, prompts)]
+        counts = [float(len(d[:MAX_DETECTIONS])) for d in dets]
         return torch.tensor(rewards, dtype=torch.float32), {"num_detections": torch.tensor(counts)}
 
 

@@ -16,7 +16,7 @@ from rlsd.shapes.detector import Detection
 from rlsd.shapes.grammar import CaptionSpec, parse
 from rlsd.shapes.scene import relation_holds
 
-__all__ = ["caption_match", "best_assignment", "MAX_DETECTIONS"]
+__all__ = ["caption_match", "count_aware_match", "best_assignment", "MAX_DETECTIONS"]
 
 #: detections of an image that the score considers (the detector's first, largest ones)
 MAX_DETECTIONS = 6
@@ -52,3 +52,9 @@ def caption_match(detections: list[Detection], prompt: str, *, include_relation:
         ok = a is not None and b is not None and relation_holds(a.centre, a.size, b.centre, b.size, spec.relation)
         score *= 1.0 if ok else relation_penalty
     return float(score)
+
+
+def count_aware_match(detections: list[Detection], prompt: str) -> float:
+    """The named objects' best-assignment confidences summed over ``max(named, detections)``: extras are misses."""
+    spec, detections = parse(prompt), detections[:MAX_DETECTIONS]
+    return float(sum(best_assignment(detections, spec)[0]) / max(len(spec.objects), len(detections)))
