@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from rlsd.methods.options import BaselineConfig, method_checks
+
 BUILTIN_MODELS = ("tiny-sd", "tiny-pixel")
 #: rlsd.objective.normalize_advantages modes
 ADVANTAGE_MODES = ("global_batch", "per_prompt", "group", "group_center")
@@ -55,6 +57,9 @@ class SampleConfig:
     """Classifier-free guidance weight w, used both when sampling and when re-scoring."""
     num_prompts_per_iter: int = 16
     """Global number of prompts per task per iteration (all ranks together); each is sampled group_size times."""
+    batch_size: int = 0
+    """Samples per UNet micro-batch when sampling (0 = the whole local batch at once). Only speed depends on it:
+    each sample draws its noise from its own generator (float results agree to rounding)."""
 
     def prompts_per_rank(self, world_size: int, num_prompts: int = 0, field_name: str = "") -> int:
         """Prompts each rank samples per task; raises ValueError unless world_size divides the global count."""
@@ -115,6 +120,9 @@ class TrainConfig:
     """accelerate mixed precision for UNet forward/backward: no | bf16 | fp16."""
     seed: int = 0
     """Run seed: model init, prompt order, sample noise and timestep choice all derive from it."""
+    method: str = "rl"
+    """Training method: rl (the paper's PPO + L_pre) | ddpo | raft | rwr | refl | draft (rlsd.methods; their
+    hyper-parameters are the ``baseline`` section)."""
 
 
 @dataclass
@@ -193,6 +201,8 @@ class RLConfig:
     """Held-out evaluation (reward-hacking monitor)."""
     log: LogConfig = field(default_factory=LogConfig)
     """Logging and checkpointing."""
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    """Hyper-parameters of the baseline methods (used when ``train.method`` is not rl)."""
 
     def validate(self, world_size: int | None = None) -> "RLConfig":
         """Raise ValueError naming the first bad field and its fix; returns self."""
@@ -200,6 +210,7 @@ class RLConfig:
             (self.sample.eta > 0, "sample.eta", "must be > 0 so DDIM steps have a log-prob; use 1.0"),
             (self.sample.num_steps >= 1, "sample.num_steps", "must be >= 1"),
             (self.sample.num_prompts_per_iter >= 1, "sample.num_prompts_per_iter", "must be >= 1"),
+            (self.sample.batch_size >= 0, "sample.batch_size", "must be >= 0 (0 = the whole local batch)"),
             (1 <= self.train.timesteps_per_iter <= self.sample.num_steps, "train.timesteps_per_iter",
              f"must be in [1, sample.num_steps={self.sample.num_steps}]"),
             (self.train.min_step_std >= 0, "train.min_step_std", "must be >= 0 (0 = every stochastic step)"),
@@ -236,6 +247,7 @@ class RLConfig:
             mode = self.task_advantage_mode(i)
             if mode in ("group", "group_center"):
                 checks.append((task.group_size >= 2, f"tasks.{i}.group_size", f"must be >= 2 with advantage mode {mode}"))
+        checks += method_checks(self)
         for ok, name, fix in checks:
             if not ok:
                 raise ValueError(f"invalid config value {name}={_get(self, name)!r}: {fix}.")

@@ -34,6 +34,7 @@ from rlsd import distributed as dist
 from rlsd.config import RLConfig
 from rlsd.iteration import (PRETRAIN_STREAM, TIMESTEP_STREAM, TaskBatch, check_finite_rewards, choose_timesteps,
                             ppo_step_loss, sample_slots, shared_generator)
+from rlsd.methods import build_method
 from rlsd.objective import PerPromptStatTracker, normalize_advantages, ppo_diagnostics
 from rlsd.pretrain_data import build_pretrain_source, denoising_loss, model_image_size
 from rlsd.sampling import step_stds
@@ -80,6 +81,7 @@ class RLTrainer:
         self.iteration = 0
         self.logger: Any = None  # RunLogger, opened by train()
         self._times: dict[str, float] = {}
+        self.method = build_method(self)  # None for train.method rl / ddpo (the PPO step below); see rlsd.methods
 
     # ----------------------------------------------------------------------------------------- sampling
     def _autocast(self) -> Any:
@@ -97,7 +99,8 @@ class RLTrainer:
         t0 = time.perf_counter()
         with self._autocast():
             traj = sample_slots(self.model, local_prompts, gens, num_steps=cfg.sample.num_steps,
-                                guidance_scale=cfg.sample.guidance_scale, eta=cfg.sample.eta)
+                                guidance_scale=cfg.sample.guidance_scale, eta=cfg.sample.eta,
+                                batch_size=cfg.sample.batch_size)
         t1 = time.perf_counter()
         metadata = [{"group": i // k, "prompt": prompts[i // k]} for i in range(local.start, local.stop)]
         rewards, info = self.rewards[task_index](traj.images, local_prompts, metadata)
@@ -203,6 +206,8 @@ class RLTrainer:
 
     def step(self, iteration: int) -> dict[str, float]:
         """One full RL iteration; returns its metrics (identical on every rank)."""
+        if self.method is not None:  # a baseline method's iteration (rlsd.methods)
+            return self.method(iteration)
         cfg, metrics = self.cfg, {}
         self._times = times = {}
         t0 = time.perf_counter()
