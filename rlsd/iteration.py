@@ -48,14 +48,14 @@ def choose_timesteps(num_steps: int, k: int, generator: torch.Generator, stochas
 
 
 def sample_slots(model, prompts: list[str], generators: list[torch.Generator], *, num_steps: int,
-                 guidance_scale: float, eta: float) -> Trajectory:
+                 guidance_scale: float, eta: float, batch_size: int = 0) -> Trajectory:
     """Sample ``len(prompts)`` trajectories, sample i drawing all its noise from ``generators[i]``.
 
     A sample therefore does not depend on the other samples of its batch, so the global batch is the same
-    for any number of ranks (one batched ``sample_trajectories`` call with a generator list).
+    for any number of ranks and any ``batch_size`` (samples per UNet micro-batch, 0 = all at once).
     """
     return sample_trajectories(model, list(prompts), generator=list(generators), num_steps=num_steps,
-                               guidance_scale=guidance_scale, eta=eta)
+                               guidance_scale=guidance_scale, eta=eta, batch_size=batch_size)
 
 
 @dataclass

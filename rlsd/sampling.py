@@ -255,6 +255,29 @@ def _initial_latents(model: "T2IModel", batch: int, generator: Generators) -> Te
     return (latents * model.scheduler.init_noise_sigma).to(model.dtype)
 
 
+def encode_unique(model: "T2IModel", prompts: list[str]) -> Tensor:
+    """``(B, L, D)`` text embeddings of ``prompts``, running the text encoder once per distinct prompt."""
+    unique = list(dict.fromkeys(prompts))
+    index = torch.tensor([unique.index(p) for p in prompts])
+    return model.encode_prompts(unique)[index.to(model.device)]
+
+
+def _sample_chunk(model: "T2IModel", generator: Generators, prompt_embeds: Tensor, negative_prompt_embeds: Tensor,
+                  timesteps: Tensor, guidance_scale: float, eta: float, progress: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Latents ``(b, T+1, C, H, W)``, log-probs ``(b, T)`` and CPU images ``(b, 3, H, W)`` of one micro-batch."""
+    batch = prompt_embeds.shape[0]
+    x = _initial_latents(model, batch, generator)
+    all_latents, all_log_probs = [x], []
+    for t in tqdm(timesteps, disable=not progress, desc="sampling"):
+        t_batch = t.expand(batch)
+        eps = guided_model_output(model, x, t_batch, prompt_embeds, negative_prompt_embeds, guidance_scale)
+        out = ddim_step_with_logprob(model.scheduler, eps, t_batch, x, eta=eta, generator=generator)
+        x = out.prev_sample
+        all_latents.append(x)
+        all_log_probs.append(out.log_prob)
+    return torch.stack(all_latents, dim=1), torch.stack(all_log_probs, dim=1), model.decode(x).float().cpu()
+
+
 @torch.no_grad()
 def sample_trajectories(
     model: "T2IModel",
@@ -267,46 +290,40 @@ def sample_trajectories(
     negative_prompt_embeds: Tensor | None = None,
     prompt_embeds: Tensor | None = None,
     progress: bool = False,
+    batch_size: int = 0,
 ) -> Trajectory:
     """Sample ``B = len(prompts)`` DDIM trajectories with CFG, recording latents and per-step log-probs.
 
     Calls ``model.scheduler.set_timesteps(num_steps)`` (the scheduler keeps that state for ``rescore_step``).
     The unconditional embedding defaults to the encoding of ``""``; ``prompt_embeds`` ``(B, L, D)``
-    overrides encoding ``prompts``. ``generator``: one ``torch.Generator`` or a list of ``B`` (sample i then
-    draws x_T and all its step noise from ``generator[i]`` only). See ``Trajectory`` for the returned shapes.
+    overrides encoding ``prompts`` (each distinct prompt is encoded once). ``generator``: one
+    ``torch.Generator`` or a list of ``B`` (sample i then draws x_T and all its step noise from
+    ``generator[i]`` only). ``batch_size``: samples per UNet micro-batch (0 = all ``B`` at once); with a
+    generator list every sample draws the same noise for any split. See ``Trajectory`` for the shapes.
     """
     prompts = list(prompts)
     batch = len(prompts)
+    size = batch_size if 0 < batch_size < batch else batch
+    if size < batch and not isinstance(generator, (list, tuple)):
+        raise ValueError(f"sample batch_size={batch_size} splits {batch} samples; pass one generator per sample "
+                         "(a list) so the noise does not depend on the split, or set batch_size=0.")
     if prompt_embeds is None:
-        prompt_embeds = model.encode_prompts(prompts)
+        prompt_embeds = encode_unique(model, prompts)
     if negative_prompt_embeds is None and guidance_scale > 1.0:
-        negative_prompt_embeds = model.encode_prompts([""] * batch)
+        negative_prompt_embeds = model.encode_prompts([""]).expand(batch, -1, -1)
     if negative_prompt_embeds is None:
         negative_prompt_embeds = torch.zeros_like(prompt_embeds)
     prompt_embeds = prompt_embeds.to(model.device, model.dtype)
-    negative_prompt_embeds = negative_prompt_embeds.to(model.device, model.dtype)
+    negative_prompt_embeds = negative_prompt_embeds.to(model.device, model.dtype).contiguous()
 
     model.scheduler.set_timesteps(num_steps)
     timesteps = model.scheduler.timesteps.to("cpu", torch.long)
-    x = _initial_latents(model, batch, generator)
-    all_latents, all_log_probs = [x], []
-    for t in tqdm(timesteps, disable=not progress, desc="sampling"):
-        t_batch = t.expand(batch)
-        eps = guided_model_output(model, x, t_batch, prompt_embeds, negative_prompt_embeds, guidance_scale)
-        out = ddim_step_with_logprob(model.scheduler, eps, t_batch, x, eta=eta, generator=generator)
-        x = out.prev_sample
-        all_latents.append(x)
-        all_log_probs.append(out.log_prob)
-    images = model.decode(x).float().cpu()
-    return Trajectory(
-        latents=torch.stack(all_latents, dim=1),
-        log_probs=torch.stack(all_log_probs, dim=1),
-        timesteps=timesteps,
-        images=images,
-        prompt_embeds=prompt_embeds,
-        negative_prompt_embeds=negative_prompt_embeds,
-        prompts=prompts,
-    )
+    parts = [_sample_chunk(model, generator if size == batch else list(generator[a:a + size]),
+                           prompt_embeds[a:a + size], negative_prompt_embeds[a:a + size], timesteps,
+                           guidance_scale, eta, progress) for a in range(0, batch, size)]
+    latents, log_probs, images = (torch.cat(p) if len(parts) > 1 else p[0] for p in zip(*parts))
+    return Trajectory(latents=latents, log_probs=log_probs, timesteps=timesteps, images=images,
+                      prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds, prompts=prompts)
 
 
 def rescore_step(
