@@ -31,8 +31,8 @@ TEST_TRAIN_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
 #: training seeds for every tuning run (never reported as a result)
 TUNING_TRAIN_SEEDS: tuple[int, ...] = (100, 101, 102, 103, 104)
 #: prompts of the train-time monitor (``eval.prompts``): colour-open and training compositions only
-MONITOR_PROMPTS: tuple[str, ...] = ("a circle", "a shape", "a blue triangle", "a red circle above a green circle",
-                                    "a yellow square left of a blue circle")
+MONITOR_PROMPTS: tuple[str, ...] = ("a circle", "a shape", "a blue triangle", "a red circle above a green square",
+                                    "a green circle left of a blue square")
 #: first evaluation seed of each split: compositional prompts share one range, each colour-open prompt has its own
 _SEED_START = {"test": (10_000, 20_000), "tuning": (50_000, 60_000)}
 #: the fixed shuffle that splits the held-out compositions into tuning and test halves

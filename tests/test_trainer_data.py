@@ -89,52 +89,6 @@ def test_evaluation_accepts_seeds_per_prompt() -> None:
         evaluate(model, ["a cat", "a dog"], {"a cat": [0]}, rewards, **kwargs)
 
 
-def test_demo_gives_each_colour_open_prompt_its_own_seeds() -> None:
-    from rlsd.demo import HeldOut, eval_seeds
-
-    prompts = HeldOut(diversity=["a circle", "a shape"], compositional=["a red circle left of a blue square", "a blue square"])
-    seeds = eval_seeds(prompts, num_seeds=4, num_diversity_seeds=8)
-    assert seeds["a red circle left of a blue square"] == seeds["a blue square"] == [10_000, 10_001, 10_002, 10_003]
-    assert len(seeds["a circle"]) == len(seeds["a shape"]) == 8
-    assert not set(seeds["a circle"]) & set(seeds["a shape"]) and not set(seeds["a circle"]) & set(seeds["a blue square"])
-
-
-def test_demo_results_table_pairs_parity_blocks_and_per_sample_metrics() -> None:
-    """Base: 16 red circles (SP 0.75 per block of 8); fine-tuned: 4 of each colour per block (SP 0)."""
-    import pandas as pd
-
-    from rlsd.demo import HeldOut, results_table
-    from rlsd.evaluation import EvalResult
-    from rlsd.shapes.render import render_batch
-    from rlsd.shapes.scene import Scene, SceneObject
-
-    prompts = HeldOut(diversity=["a circle"], compositional=["a red circle left of a blue square"])
-    pair = Scene((SceneObject("circle", "red", (0.25, 0.5), 0.13), SceneObject("square", "blue", (0.75, 0.5), 0.13)),
-                 "left of")
-
-    def result(colours: list[str], detection: list[float]) -> EvalResult:
-        scenes = [Scene((SceneObject("circle", c, (0.5, 0.5), 0.2),)) for c in colours] + [pair] * len(detection)
-        images = torch.from_numpy(render_batch(scenes))
-        names = ["a circle"] * len(colours) + prompts.compositional * len(detection)
-        table = pd.DataFrame({"prompt": names, "shapes_preference": 0.0, "shapes_gold": 0.5,
-                              "shapes_detection": [0.0] * len(colours) + detection,
-                              "shapes_detection_count_aware": [0.0] * len(colours) + [d / 2 for d in detection]})
-        return EvalResult({}, table, images)
-
-    balanced = ["red", "green", "blue", "yellow"] * 4
-    evals = {"base": (None, result(["red"] * 16, [0.2] * 6)), "fine-tuned": (None, result(balanced, [0.9] * 6))}
-    table = results_table(evals, prompts, sp_block=8).set_index("metric")
-    sp = table.loc["statistical parity (≈ Eq. 12)"]
-    assert sp["base"] == pytest.approx(0.75) and sp["fine-tuned"] == pytest.approx(0.0) and sp["improved"]
-    assert sp["prompts"] == "diversity (1)"
-    det = table.loc["detection score (≈ Eq. 13)"]
-    assert det["base"] == pytest.approx(0.2) and det["fine-tuned"] == pytest.approx(0.9) and det["improved"]
-    assert det["p (one-sided Wilcoxon)"] < 0.05 and det["win-rate vs base"] == 1.0
-    assert det["change SE"] == pytest.approx(0.0)  # the same gain on every pair
-    assert not table.loc["gold quality (never optimised)", "improved"]  # no change is no improvement
-    assert table.filter(like="count-aware", axis=0)["fine-tuned"].item() == pytest.approx(0.45)
-
-
 def test_win_rate_closed_form() -> None:
     assert win_rate([1.0, 2.0, 3.0, 4.0], [0.0, 2.0, 5.0, 1.0]) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
     with pytest.raises(ValueError, match="same pairs"):

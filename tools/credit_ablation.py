@@ -28,16 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def colour_counts(model_dir: Path, num_seeds: int, num_steps: int, guidance_scale: float) -> dict[str, list[int]]:
     """``{prompt: [no object, red, green, blue, yellow]}`` counts over ``num_seeds`` samples of each colour-open prompt.
 
-    The seeds are the demo's held-out ones (:func:`rlsd.demo.eval_seeds`: each colour-open prompt its own range).
+    The seeds are the tuning set's (:func:`rlsd.protocol.eval_seeds`: each colour-open prompt its own range).
     """
-    from rlsd.demo import HeldOut, eval_seeds
     from rlsd.evaluation import evaluate
     from rlsd.models import load_model
     from rlsd.prompts.shapes import UNDERSPECIFIED_PROMPTS
+    from rlsd.protocol import HeldOut, eval_seeds
     from rlsd.rewards.shapes import colour_buckets
 
     prompts = list(UNDERSPECIFIED_PROMPTS)
-    result = evaluate(load_model(model_dir), prompts, eval_seeds(HeldOut(prompts, []), 0, num_seeds), {},
+    result = evaluate(load_model(model_dir), prompts, eval_seeds("tuning", HeldOut(prompts, [], []), 1, num_seeds), {},
                       num_steps=num_steps, guidance_scale=guidance_scale)
     buckets = colour_buckets(result.images, result.table["prompt"].tolist())
     return {p: np.bincount(buckets[(result.table["prompt"] == p).to_numpy()] + 1, minlength=len(COLOURS) + 1).tolist()

@@ -1,7 +1,7 @@
 """Which named object does a model lose? Per-object detection confidence and detected colours, per model.
 
 For each model folder and each two-object (or one-object) prompt, samples ``--seeds`` images (the demo's
-sampler settings: 20 DDIM steps, eta 1, CFG 2, seeds from 10000 as in the demo's compositional evaluation) and
+sampler settings: 20 DDIM steps, eta 1, CFG 2, seeds of the tuning set's compositional range, rlsd.protocol) and
 prints one row per (model, prompt): the mean confidence of each named object under the best assignment
 (:func:`rlsd.shapes.match.best_assignment`), the mean detection score, and how many detections of each colour
 the images hold. It showed how the diversity task leaks into two-object prompts (issue 4): after the joint demo
@@ -62,13 +62,13 @@ def object_confidences(folders: list[str], prompts: list[str], seeds: list[int],
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    from rlsd.demo import COMPOSITIONAL_SEED_START
+    from rlsd.protocol import HeldOut, eval_seeds
     from rlsd.recording import print_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="model folders (the base and one or more exports)")
     parser.add_argument("--prompts", nargs="+", required=True, help="captions of the ShapesWorld grammar")
-    parser.add_argument("--seeds", type=int, default=32, help="seeds per prompt (10000, 10001, ...)")
+    parser.add_argument("--seeds", type=int, default=32, help="seeds per prompt (the tuning set's shared range)")
     parser.add_argument("--guidance-scale", type=float, default=2.0)
     parser.add_argument("--num-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if missing:
         raise FileNotFoundError(f"model folder(s) {missing} not found; pass data/shapesworld_base or a run's export/")
     torch.set_num_threads(args.threads)
-    seeds = list(range(COMPOSITIONAL_SEED_START, COMPOSITIONAL_SEED_START + args.seeds))
+    seeds = eval_seeds("tuning", HeldOut([], list(args.prompts), []), args.seeds, 1)[args.prompts[0]]
     table = object_confidences(args.models, args.prompts, seeds, num_steps=args.num_steps,
                                guidance_scale=args.guidance_scale)
     print_table(table, args.csv, digits=3)

@@ -24,17 +24,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def train_vs_heldout(base: str, tuned: str, num_prompts: int, seeds: list[int], *, num_steps: int,
                      guidance_scale: float, seed: int = 0) -> pd.DataFrame:
-    """One row per split ("train", "held-out") of the paired detection comparison of ``tuned`` against ``base``."""
-    from rlsd.demo import HeldOut, evaluate_pair, sample_compositions
-    from rlsd.evaluation import paired_test
+    """One row per split ("train", "held-out") of the paired detection comparison of ``tuned`` against ``base``.
 
+    The held-out compositions are the tuning half (:func:`rlsd.protocol.heldout_compositions`): a diagnostic never
+    looks at the test set.
+    """
+    from rlsd.demo import evaluate_model
+    from rlsd.evaluation import paired_test
+    from rlsd.protocol import HeldOut, heldout_prompts
+
+    chosen = heldout_prompts("tuning", num_prompts, num_prompts, seed=seed)
     rows = []
-    for label, split in (("train", "train"), ("held-out", "eval")):
-        chosen = sample_compositions(split, num_prompts, seed, name="--prompts")
-        evals = evaluate_pair(Path(base), Path(tuned), HeldOut([], chosen), {p: seeds for p in chosen},
-                              num_steps=num_steps, guidance_scale=guidance_scale)
-        values = {label: result.table["shapes_detection"].to_numpy() for label, (_, result) in evals.items()}
-        test = paired_test(values["fine-tuned"], values["base"], higher_is_better=True)
+    for label, prompts in (("train", chosen.seen_compositional), ("held-out", chosen.compositional)):
+        held = HeldOut([], prompts, [])
+        values = [evaluate_model(Path(folder), held, {p: seeds for p in prompts}, num_steps=num_steps,
+                                 guidance_scale=guidance_scale)[0]["shapes_detection"].to_numpy() for folder in (tuned, base)]
+        test = paired_test(*values, higher_is_better=True)
         rows.append({"split": label, "prompts": num_prompts, "seeds": len(seeds), "base": test["mean_reference"],
                      "fine-tuned": test["mean"], "change": test["mean"] - test["mean_reference"],
                      "change SE": test["change_se"], "p (one-sided Wilcoxon)": test["p_value"]})
@@ -43,7 +48,7 @@ def train_vs_heldout(base: str, tuned: str, num_prompts: int, seeds: list[int], 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     from rlsd.config import load_config
-    from rlsd.demo import COMPOSITIONAL_SEED_START
+    from rlsd.protocol import HeldOut, eval_seeds
     from rlsd.recording import print_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--config", default=str(ROOT / "configs" / "shapes_joint.yaml"),
                         help="the run's config: base model path and sampler settings")
     parser.add_argument("--prompts", type=int, default=12, help="compositions per split")
-    parser.add_argument("--seeds", type=int, default=16, help="seeds per composition (10000, 10001, ...)")
+    parser.add_argument("--seeds", type=int, default=16, help="seeds per composition (the tuning set's range)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the choice of compositions")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
-    seeds = list(range(COMPOSITIONAL_SEED_START, COMPOSITIONAL_SEED_START + args.seeds))
+    seeds = eval_seeds("tuning", HeldOut([], ["a circle"], []), args.seeds, 1)["a circle"]
     table = train_vs_heldout(cfg.model.path, args.export, args.prompts, seeds,
                              num_steps=cfg.sample.num_steps, guidance_scale=cfg.sample.guidance_scale, seed=args.seed)
     print_table(table, digits=4)

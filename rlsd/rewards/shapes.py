@@ -135,11 +135,23 @@ class ShapesColorParity(DistributionReward):
 
     name = "shapes_color_parity"
 
-    def __init__(self, credit: str = "group", missing: str = "exclude"):
+    def __init__(self, credit: str = "group", missing: str = "exclude", presence: float = 0.0):
         from rlsd.rewards.parity import check_missing
 
         self.credit = self._check_credit(credit)
         self.missing = check_missing(missing)
+        if not 0.0 <= float(presence) < float("inf"):
+            raise ValueError(f"shapes_color_parity presence must be a finite number >= 0, got {presence}")
+        self.presence = float(presence)
+
+    def score(self, images: Tensor, prompts: list[str], metadata: list[dict]) -> tuple[Tensor, dict]:
+        """The group credit of ``-SP``, plus ``presence`` for every image that holds its main object."""
+        rewards, info = super().score(images, prompts, metadata)
+        if self.presence:
+            present = (info["colour_bucket"] != NO_OBJECT).float()
+            rewards = rewards + self.presence * present
+            info = {**info, "object_present": present}
+        return rewards, info
 
     def score_group(self, images: Tensor, prompts: list[str], metadata: list[dict]) -> tuple[float, dict]:
         from rlsd.shapes.grammar import COLOURS
@@ -174,12 +186,14 @@ def shapes_preference(model_dir: str | Path = DEFAULT_PREFERENCE_DIR) -> ShapesP
 
 
 @register_reward("shapes_color_parity")
-def shapes_color_parity(credit: str = "group", missing: str = "exclude") -> ShapesColorParity:
+def shapes_color_parity(credit: str = "group", missing: str = "exclude", presence: float = 0.0) -> ShapesColorParity:
     """Distribution-level colour statistical parity reward (-SP per prompt group).
 
     ``credit="group"``: every image gets its group's -SP (the paper); ``"leave_one_out"``: its marginal
     contribution -SP(G) + SP(G without it), see :class:`rlsd.rewards.base.DistributionReward`.
     ``missing``: images with no detected main object are left out of p̂ (``"exclude"``, the paper's
     faceless-image convention) or counted as a maximally unfair share (``"worst"``), see :mod:`rlsd.rewards.parity`.
+    ``presence``: a separate per-image term added to every image that holds its main object, so that with
+    ``missing="exclude"`` (parity over the drawn objects only) drawing nothing is not a way to dodge the parity cost.
     """
-    return ShapesColorParity(credit, missing)
+    return ShapesColorParity(credit, missing, presence)
