@@ -135,3 +135,19 @@ def test_two_iteration_cli_run(tmp_path: Path, args: list[str]) -> None:
     if method == "draft" and "baseline.draft_k=2" in args:  # the chain re-run with grad is the sampled trajectory
         assert torch.allclose(torch.tensor(metrics[f"loss/{method}"].to_numpy()),
                               -torch.tensor(metrics["reward/jpeg/mean"].to_numpy()), atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["raft", "rwr", "refl", "draft", "ddpo"])
+def test_presets_load_with_their_method(method: str) -> None:
+    from rlsd.config import load_config
+
+    table6 = {"raft": (3e-6, 32), "rwr": (1e-5, 16), "refl": (1e-5, 12), "draft": (5e-5, 3), "ddpo": (3e-4, 256)}
+    for path in (f"configs/shapes_{method}.yaml", f"configs/sd2_{method}.yaml"):
+        cfg = load_config(path)
+        assert cfg.train.method == method, path
+    sd2 = load_config(f"configs/sd2_{method}.yaml")
+    assert (sd2.train.lr, sd2.sample.num_prompts_per_iter) == table6[method]
+    if method == "draft":
+        assert sd2.model.use_lora and sd2.model.lora_rank == 32
+    if method == "rwr":
+        assert sd2.baseline.rwr_beta == 0.5
