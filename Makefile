@@ -10,7 +10,7 @@ STAMP       := $(VENV)/.installed
 NOTEBOOKS   := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast notebooks bench lock clean
+.PHONY: install demo reproduce test test-fast notebooks bench lock clean
 
 install: $(STAMP)
 
@@ -25,6 +25,12 @@ $(STAMP): requirements.lock pyproject.toml
 ## The main job: RL fine-tune of the shipped ShapesWorld base model on the three tasks (CPU, minutes).
 demo: install
 	$(PY) -m rlsd.demo
+
+## The study: base, ours and every baseline (RAFT, RWR, ReFL, DRaFT, DDPO), ablations, 3 TEST seeds, into data/results
+## and docs/results.md (hours on 2 CPU cores, see docs/results.md; not part of make test). Resumes finished runs.
+REPRODUCE_ARGS ?= --seeds 0-2
+reproduce: install
+	OMP_NUM_THREADS=1 $(PY) -m rlsd.reproduce $(REPRODUCE_ARGS)
 
 ## The whole suite: unit, property, distributed (2 gloo processes), CLI smoke tests, and nbval.
 test: install
