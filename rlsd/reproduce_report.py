@@ -17,7 +17,7 @@ from rlsd.reproduce_tables import (TABLES, ci95, cost_table, curves_frame, fmt, 
                                    metric_table, paired, verdict, wide)
 
 #: Table 5: the single-task run each metric is compared with
-SINGLE_TASK = {"preference": "ours", "detection_unseen": "single_compositional", "sp": "single_diversity"}
+SINGLE_TASK = {"preference": "ours", "eq13": "single_compositional", "sp_drawn": "single_diversity"}
 
 
 def claims(records: list[dict]) -> list[dict]:
@@ -59,7 +59,8 @@ def _n(records: list[dict], run: str) -> int:
 
 
 def _joint_ratios(records: list[dict]) -> dict[str, float]:
-    """Per metric: the joint run's gain over base as a share of its single-task run's gain (means over seeds)."""
+    """Per metric: the joint run's gain over base as a share of its single-task run's gain (means over seeds;
+    for SP, lower is better, so gains are falls and the ratio is the same)."""
     def mean(run: str, metric: str) -> float:
         return ci95([r["metrics"].get(metric, math.nan) for r in records if r["run"] == run])[0]
 

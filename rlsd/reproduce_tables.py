@@ -15,19 +15,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-#: (column, label, higher is better)
+#: metric key -> (label, higher is better); the keys of :data:`rlsd.study.METRICS` plus Eq. 13 on seen compositions
 METRICS = {"preference": ("preference proxy", True), "gold": ("gold quality", True),
-           "detection_unseen": ("detection (Eq. 13), unseen", True), "detection_seen": ("detection (Eq. 13), seen", True),
-           "count_aware_unseen": ("count-aware detection, unseen", True),
-           "count_aware_seen": ("count-aware detection, seen", True),
-           "sp": ("statistical parity (lower = fairer)", False), "empty_share": ("share with no object", False)}
+           "eq13": ("detection (Eq. 13), unseen", True), "eq13_seen": ("detection (Eq. 13), seen", True),
+           "count_aware": ("count-aware detection, unseen", True),
+           "count_aware_seen": ("count-aware detection, seen", True), "exact": ("exactly the named objects, unseen", True),
+           "sp_drawn": ("SP over drawn objects (lower = fairer)", False), "empty": ("empty share", False),
+           "top_colour": ("largest colour share", False)}
 TABLES = {
     "table1_preference": (("base", "raft", "rwr", "refl", "draft", "ddpo", "ours"), ("preference", "gold")),
-    "table3_fairness": (("base", "raft", "rwr", "ours", "single_diversity", "joint"), ("sp", "empty_share")),
+    "table3_fairness": (("base", "raft", "rwr", "ours", "single_diversity", "joint"), ("sp_drawn", "empty", "top_colour")),
     "table4_composition": (("base", "raft", "rwr", "ours", "single_compositional", "joint"),
-                           ("detection_unseen", "detection_seen", "count_aware_unseen", "count_aware_seen")),
+                           ("eq13", "eq13_seen", "count_aware", "count_aware_seen", "exact")),
     "table5_joint": (("base", "ours", "single_compositional", "single_diversity", "joint"),
-                     ("preference", "gold", "detection_unseen", "sp")),
+                     ("preference", "gold", "eq13", "sp_drawn")),
     "ablation_lpre": (("base", "ours_no_lpre", "ours"), ("preference", "gold")),
     "ablation_normalisation": (("ours", "norm_per_prompt", "norm_group"), ("preference", "gold", "train_auc")),
     "ablation_batch": (("batch_4", "ours", "batch_16"), ("preference", "gold", "train_auc")),
@@ -35,25 +36,18 @@ TABLES = {
 
 
 def summarize(result, prompts, sp_block: int) -> dict[str, float]:
-    """Held-out metrics of one evaluation (``rlsd.evaluation.EvalResult`` on a ``rlsd.protocol.HeldOut``)."""
-    import torch
+    """Held-out metrics of one evaluation (``rlsd.evaluation.EvalResult`` on a ``rlsd.protocol.HeldOut``): the
+    mean of each :func:`rlsd.study.metric_values` unit (sample, or block of ``sp_block`` seeds)."""
+    from rlsd.study import METRICS as STUDY_METRICS
+    from rlsd.study import metric_values, sample_table
 
-    from rlsd.rewards.shapes import NO_OBJECT, colour_buckets
-    from rlsd.shapes.evaluate import parity_per_block
-
-    table = result.table
-
-    def rows(subset: list[str]) -> np.ndarray:
-        return np.flatnonzero(table["prompt"].isin(subset).to_numpy())
-
-    unseen, seen, diversity = rows(prompts.compositional), rows(prompts.seen_compositional), rows(prompts.diversity)
-    div_images, div_prompts = result.images[torch.from_numpy(diversity)], table["prompt"].iloc[diversity].tolist()
-    out = {"preference": float(table["shapes_preference"].mean()), "gold": float(table["shapes_gold"].mean()),
-           "sp": float(parity_per_block(div_images, div_prompts, sp_block).mean()),
-           "empty_share": float((colour_buckets(div_images, div_prompts) == NO_OBJECT).mean())}
-    for name, idx in (("unseen", unseen), ("seen", seen)):
-        out[f"detection_{name}"] = float(table["shapes_detection"].iloc[idx].mean()) if len(idx) else math.nan
-        out[f"count_aware_{name}"] = float(table["shapes_detection_count_aware"].iloc[idx].mean()) if len(idx) else math.nan
+    table = sample_table(result)
+    subsets = {"all": prompts.all, "compositional": prompts.compositional,
+               "seen_compositional": prompts.seen_compositional, "diversity": prompts.diversity}
+    out = {key: float(np.mean(metric_values(table, key, subsets, sp_block))) if subsets[m.prompts] else math.nan
+           for key, m in STUDY_METRICS.items()}
+    seen = table[table["prompt"].isin(prompts.seen_compositional)]
+    out["eq13_seen"] = float(seen["shapes_detection"].mean()) if len(seen) else math.nan
     return out
 
 
