@@ -190,3 +190,26 @@ def markdown(records, tables, cost, claim_rows, provenance, out: Path) -> str:
     lines += ["", "Before/after grids (same evaluation seeds for every run, first training seed): "
               + ", ".join(f"[{p.stem}]({Path('..') / out / 'grids' / p.name})" for p in sorted((out / 'grids').glob('*.png'))), ""]
     return "\n".join(lines)
+
+
+def grids_figure(grid_dir: Path, runs: list[str], labels: dict[str, str]):
+    """The before/after grids of ``runs`` (``<out>/grids/<run>.png``, same evaluation seeds) side by side."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    found = [r for r in runs if (Path(grid_dir) / f"{r}.png").is_file()]
+    if not found:
+        raise FileNotFoundError(f"{grid_dir} holds none of the grids {runs}; run python -m rlsd.reproduce first.")
+    fig, axes = plt.subplots(1, len(found), figsize=(2.4 * len(found), 2.8), squeeze=False)
+    for ax, run in zip(axes[0], found):
+        ax.imshow(Image.open(Path(grid_dir) / f"{run}.png"))
+        ax.set_title(labels.get(run, run), fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def table_for_display(results_dir: Path, name: str):
+    """``<results_dir>/<name>.csv`` as one row per run with 'mean ± ci95' cells (Table 2 and claims as written)."""
+    frame = pd.read_csv(Path(results_dir) / f"{name}.csv")
+    return frame if name in ("table2_cost", "claims") else wide(frame)
