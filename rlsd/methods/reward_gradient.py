@@ -33,7 +33,8 @@ class RewardGradientUpdate:
     def __init__(self, trainer: Any):
         self.trainer = trainer
         self.method = trainer.cfg.train.method
-        self.scorers = [differentiable_reward(r, f"tasks.{i}.reward", self.method) for i, r in enumerate(trainer.rewards)]
+        self.scorers = [differentiable_reward(r, f"tasks.{i}.reward", self.method)
+                        for i, r in enumerate(trainer.rewards)]
 
     def __call__(self, iteration: int) -> dict[str, float]:
         tr, cfg = self.trainer, self.trainer.cfg
@@ -51,7 +52,10 @@ class RewardGradientUpdate:
             total = 0.0
             chunks = row_chunks(rows, cfg.train.grad_accumulation)
             noise = self._lv_noise(gen, n_global, batch.trajectory.latents.shape[2:], local)
-            j = refl_step_index(cfg.sample.num_steps, refl_late_steps(cfg.sample.num_steps, cfg.baseline.refl_late_fraction), gen) if self.method == "refl" else -1
+            j = -1
+            if self.method == "refl":
+                late = refl_late_steps(cfg.sample.num_steps, cfg.baseline.refl_late_fraction)
+                j = refl_step_index(cfg.sample.num_steps, late, gen)
             for n, idx in enumerate(chunks):
                 with tr._sync_context(last=n == len(chunks) - 1), tr._autocast():
                     rewards = self._differentiable_rewards(i, batch.trajectory, idx, j, noise)

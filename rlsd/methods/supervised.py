@@ -91,7 +91,8 @@ class SupervisedUpdate:
             target = denoising_target(scheduler, x0, eps, t)
             with tr._sync_context(last=n == len(chunks) - 1), tr._autocast():
                 dtype = next(tr.unet.parameters()).dtype
-                pred = tr.unet(noisy.to(dtype), t, encoder_hidden_states=traj.prompt_embeds[idx.to(device)].to(dtype)).sample
+                embeds = traj.prompt_embeds[idx.to(device)].to(dtype)
+                pred = tr.unet(noisy.to(dtype), t, encoder_hidden_states=embeds).sample
                 loss = weighted_denoising_loss(pred, target, weights[idx]) * scale
                 tr.accelerator.backward(loss)
             total += float(loss.detach())
