@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 rec = run_one(RUNS[name], seed, args, out)
                 print(f"{name} seed {seed}: train {rec['wall_s']:.0f} s, eval {rec['eval_s']:.0f} s", flush=True)
     write_report(out, Path(args.docs), command=" ".join(["python -m rlsd.reproduce", *(argv or sys.argv[1:])]),
-                 plan=PLAN)
+                 plan=PLAN, report_only=args.report_only)
     return 0
 
 

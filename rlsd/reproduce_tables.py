@@ -83,7 +83,21 @@ def load_records(out: Path) -> list[dict]:
         rewards = [row[first[0]] for row in rec["curve"]] if first else []
         rec["metrics"]["train_auc"] = float(np.mean(rewards)) if rewards else math.nan
         rec["converge_iter"] = converge_iteration(rewards) if rewards else math.nan
+        rec["iter_s"] = iteration_seconds(rec)
     return records
+
+
+def iteration_seconds(record: dict) -> float:
+    """Median over iterations of the run's measured sampling + reward + update + L_pre seconds (from its
+    ``metrics.csv`` when its run folder still exists, else NaN); the median discounts CPU-contention spikes."""
+    run_dir = Path(((record.get("config") or {}).get("log") or {}).get("run_dir", ""))
+    if not record.get("config") or not (run_dir / "metrics.csv").is_file():
+        return math.nan
+    from rlsd.recording import read_metrics
+
+    metrics = read_metrics(run_dir)
+    keys = [k for k in ("time/sample_s", "time/reward_s", "time/train_s", "time/pretrain_s") if k in metrics]
+    return float(metrics[keys].sum(axis=1).median()) if keys else math.nan
 
 
 def metric_table(records: list[dict], runs, metrics, labels: dict[str, str]) -> pd.DataFrame:
