@@ -165,3 +165,24 @@ def test_resume_equals_uninterrupted(tmp_path: Path, method: str) -> None:
     full, cut = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
     for key in (f"loss/{method}", [c for c in full.columns if c.startswith("reward/") and c.endswith("/mean")][0]):
         assert full.loc[2, key] == pytest.approx(cut.loc[2, key], rel=1e-5, abs=1e-7), key
+
+
+@pytest.mark.parametrize("method", ["raft", "rwr"])
+def test_two_processes_match_one_process(tmp_path: Path, method: str) -> None:
+    """The baselines' global-batch weights, noise and timesteps do not depend on the world size: 2 gloo ranks give
+    the 1-process weights (RAFT keeps 1 of 4 samples, so one rank trains a zero-weight row). Tolerance and settings
+    as in tests/test_cli.py's PPO equivalence test."""
+    from test_cli import _equivalence_run
+
+    from rlsd.models import build_tiny_pixel_model
+
+    extra = (f"train.method={method}", "baseline.raft_accept_fraction=0.25", "train.inner_epochs=2")
+    one = _equivalence_run(tmp_path, "one", 1, *extra)
+    two = _equivalence_run(tmp_path, "two", 2, *extra)
+    init = build_tiny_pixel_model(seed=0).unet.state_dict()
+    flat = {name: torch.cat([d[k].flatten().double() for k in sorted(one)]) for name, d in
+            (("one", one), ("two", two), ("init", init))}
+    update = float((flat["one"] - flat["init"]).norm())
+    diff = float((flat["two"] - flat["one"]).norm())
+    assert update > 1e-2, update
+    assert diff <= 1e-4 * update, f"2-process run differs by {diff:.3g} (update norm {update:.3g})"
