@@ -215,11 +215,14 @@ def grids_figure(grid_dir: Path, runs: list[str], labels: dict[str, str]):
     found = [r for r in runs if (Path(grid_dir) / f"{r}.png").is_file()]
     if not found:
         raise FileNotFoundError(f"{grid_dir} holds none of the grids {runs}; run python -m rlsd.reproduce first.")
-    fig, axes = plt.subplots(1, len(found), figsize=(2.4 * len(found), 2.8), squeeze=False)
-    for ax, run in zip(axes[0], found):
+    ncols = min(5, len(found))
+    nrows = -(-len(found) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.8 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, run in zip(axes.flat, found):
         ax.imshow(Image.open(Path(grid_dir) / f"{run}.png"))
         ax.set_title(labels.get(run, run), fontsize=8)
-        ax.axis("off")
     fig.tight_layout()
     return fig
 
