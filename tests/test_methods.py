@@ -186,3 +186,24 @@ def test_two_processes_match_one_process(tmp_path: Path, method: str) -> None:
     diff = float((flat["two"] - flat["one"]).norm())
     assert update > 1e-2, update
     assert diff <= 1e-4 * update, f"2-process run differs by {diff:.3g} (update norm {update:.3g})"
+
+
+def test_real_path_rewards_have_gradients(tmp_path: Path) -> None:
+    """ImageReward, PickScore and aesthetic (tiny random checkpoints in the official layouts): the differentiable
+    path gives the reward's own values and a gradient on the images."""
+    from rlsd.methods.differentiable import check_matches, differentiable_reward
+    from rlsd.rewards.clip_rewards import AestheticReward, PickScoreReward
+    from rlsd.rewards.imagereward import ImageRewardReward
+    from rlsd.rewards.imagereward_tiny import build_tiny_imagereward_folder
+    from rlsd.rewards.tiny import build_tiny_aesthetic_head, build_tiny_clip_folder
+
+    clip = build_tiny_clip_folder(tmp_path / "clip", seed=0)
+    rewards = [ImageRewardReward(build_tiny_imagereward_folder(tmp_path / "ir", seed=0)), PickScoreReward(clip),
+               AestheticReward(clip, build_tiny_aesthetic_head(tmp_path / "head.pth", input_dim=16))]
+    prompts = ["a cat", "a red car"]
+    for reward in rewards:
+        scorer = differentiable_reward(reward, "tasks.0.reward", "draft")
+        images = torch.rand(2, 3, 16, 16, requires_grad=True)
+        assert check_matches(scorer, reward, images.detach(), prompts) < 1e-4, reward.name
+        scorer(images, prompts).sum().backward()
+        assert images.grad is not None and images.grad.abs().sum() > 0, reward.name
