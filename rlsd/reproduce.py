@@ -168,6 +168,22 @@ def run_one(spec: RunSpec, seed: int, args: argparse.Namespace, out: Path) -> di
     return record
 
 
+def finished(path: Path, spec: RunSpec, seed: int, args: argparse.Namespace) -> bool:
+    """Whether ``path`` holds this (run, seed) made with the same iterations, DDIM steps and evaluation sizes
+    (a record of other settings, e.g. a reduced study's, is trained again and overwritten)."""
+    from rlsd.config import load_config
+
+    if not path.is_file():
+        return False
+    record = json.loads(path.read_text())
+    cfg = load_config(spec.config or PREF, train_overrides(spec, seed, Path(args.work), args))
+    evals = record.get("eval", {})
+    same_eval = (evals.get("num_compositional"), evals.get("eval_seeds"), evals.get("diversity_seeds"),
+                 evals.get("num_steps")) == (args.num_compositional, args.eval_seeds, args.diversity_seeds,
+                                             cfg.sample.num_steps)
+    return same_eval and (spec.config is None or len(record.get("curve", [])) == cfg.train.iterations)
+
+
 def save_grid(result, prompts, path: Path, per_prompt: int = 4) -> None:
     """PNG grid of the first ``per_prompt`` evaluation samples of 2 colour-open and 2 unseen prompts (fixed seeds)."""
     from rlsd.recording import image_grid
@@ -218,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         for seed in args.seed_list:
             for name in names:
-                if (out / "runs" / f"{name}__seed{seed}.json").is_file():
+                if finished(out / "runs" / f"{name}__seed{seed}.json", RUNS[name], seed, args):
                     continue
                 rec = run_one(RUNS[name], seed, args, out)
                 print(f"{name} seed {seed}: train {rec['wall_s']:.0f} s, eval {rec['eval_s']:.0f} s", flush=True)

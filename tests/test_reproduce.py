@@ -92,3 +92,18 @@ def test_reduced_study_end_to_end(tmp_path: Path, monkeypatch) -> None:
     stamp = (out / "runs" / "raft__seed0.json").stat().st_mtime
     assert main(args) == 0  # finished runs are not trained again; the report is regenerated
     assert (out / "runs" / "raft__seed0.json").stat().st_mtime == stamp
+
+
+def test_a_record_of_other_settings_is_not_finished(tmp_path: Path, monkeypatch) -> None:
+    from rlsd.reproduce import RUNS, finished, parse_args
+
+    monkeypatch.chdir(REPO)
+    args = parse_args(["--iterations", "2", "--num-steps", "4", "--eval-seeds", "2"])
+    path = tmp_path / "ours__seed0.json"
+    evals = {"num_compositional": 8, "eval_seeds": 2, "diversity_seeds": 16, "num_steps": 4}
+    path.write_text(json.dumps({"eval": evals, "curve": [{}, {}]}))
+    assert finished(path, RUNS["ours"], 0, args)
+    path.write_text(json.dumps({"eval": {**evals, "eval_seeds": 8}, "curve": [{}, {}]}))
+    assert not finished(path, RUNS["ours"], 0, args)
+    path.write_text(json.dumps({"eval": evals, "curve": [{}]}))  # 1 iteration, 2 asked
+    assert not finished(path, RUNS["ours"], 0, args)
