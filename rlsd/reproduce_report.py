@@ -36,8 +36,11 @@ def claims(records: list[dict]) -> list[dict]:
                 "value": f"{fmt(dp, hp)} / {fmt(dg, hg)}", "n": min(n_p, n_g), "verdict": joined})
     ratios = _joint_ratios(records)
     finite = [r for r in ratios.values() if np.isfinite(r)]
-    if len(finite) < len(ratios):
+    runs = {r["run"] for r in records}
+    if not {"base", "joint", *SINGLE_TASK.values()} <= runs:
         kept = "not run (needs base, joint and the three single-task runs)"
+    elif len(finite) < len(ratios):
+        kept = "undefined (a single-task run made no gain on " + ", ".join(k for k, v in ratios.items() if not np.isfinite(v)) + ")"
     else:
         kept = "holds" if min(finite) >= 0.8 else "does not hold"
     out.append({"claim": "Joint keeps at least 80 % of the single-task gains", "measure": "(joint - base) / (single - base)",
@@ -154,14 +157,22 @@ def write_report(out: Path, docs: Path, *, command: str, plan, report_only: bool
 
 def expected_cost(records: list[dict], seeds: int = 3, iterations: int = 25, steps_ratio: float = 1.0,
                   eval_ratio: float = 1.0, startup_s: float = 20.0) -> float:
-    """Minutes of the study at ``seeds`` x ``iterations``, from the measured median seconds per iteration
-    (:func:`rlsd.reproduce_tables.iteration_seconds`) x ``steps_ratio`` (DDIM steps), ``startup_s`` per run, and
-    the measured evaluation seconds x ``eval_ratio`` (samples); NaN when a run's timings are missing."""
+    """Minutes of the study at ``seeds`` x ``iterations`` on one free core (an upper estimate).
+
+    Seconds per iteration: the smaller of the median measured iteration time
+    (:func:`rlsd.reproduce_tables.iteration_seconds`, wall: inflated by other processes) and the run's CPU seconds
+    per iteration (start-up included: inflated for short runs), x ``steps_ratio`` (DDIM steps; the update part does
+    not grow with them), plus ``startup_s`` per run; evaluation: the median measured evaluation time x
+    ``eval_ratio`` (samples) x ``steps_ratio``. NaN when a run's timings are missing.
+    """
+    eval_s = float(np.median([r["eval_s"] for r in records])) * eval_ratio * steps_ratio
     total = 0.0
     for run in dict.fromkeys(r["run"] for r in records):
         recs = [r for r in records if r["run"] == run]
-        train = (np.mean([r["iter_s"] for r in recs]) * iterations * steps_ratio + startup_s) if recs[0]["curve"] else 0
-        total += (train + np.mean([r["eval_s"] for r in recs]) * eval_ratio * steps_ratio) * seeds
+        if recs[0]["curve"]:
+            per_iter = np.mean([min(r["iter_s"], r["cpu_s"] / len(r["curve"])) for r in recs])
+            total += (per_iter * iterations * steps_ratio + startup_s) * seeds
+        total += eval_s * seeds
     return total / 60
 
 
@@ -184,7 +195,7 @@ def markdown(records, tables, cost, claim_rows, provenance, out: Path) -> str:
     minutes = expected_cost(records, steps_ratio=20 / steps, eval_ratio=full_eval / records[0]["eval"]["num_samples"])
     lines += [f"Expected cost of the full study (`make reproduce`: 3 seeds x 25 iterations, 20 DDIM steps, default "
               f"evaluation), extrapolated from this study's measured median seconds per iteration and evaluation "
-              f"times: {minutes:.0f} minutes on one free core (n/a when the run folders are gone).", ""]
+              f"times: {minutes:.0f} minutes on one free core, an upper estimate (n/a when the run folders are gone; `rlsd.reproduce_report.expected_cost` says how it is made).", ""]
     titles = {"table1_preference": "Table 1 analogue: preference proxy and gold",
               "table3_fairness": "Table 3 analogue: statistical parity over drawn objects, and the empty share",
               "table4_composition": "Table 4 analogue: detection on seen and unseen compositions",

@@ -115,7 +115,8 @@ def metric_table(records: list[dict], runs, metrics, labels: dict[str, str]) -> 
 def cost_table(records: list[dict], labels: dict[str, str]) -> pd.DataFrame:
     """Table 2: samples, CPU and wall seconds of training, and the samples / CPU-seconds to 90 % of the gain."""
     rows = []
-    for run in dict.fromkeys(r["run"] for r in records if r["samples"]):
+    trained = {r["run"] for r in records if r["samples"]}
+    for run in [r for r in labels if r in trained] + sorted(trained - set(labels)):
         recs = [r for r in records if r["run"] == run]
         iters = [len(r["curve"]) for r in recs]
         per_iter = [r["samples"] / max(n, 1) for r, n in zip(recs, iters)]
