@@ -1,7 +1,7 @@
 """``make demo``: the paper's joint RL (Alg. 1) on ShapesWorld, trained and judged on held-out test data.
 
     python -m rlsd.demo                              # one training seed (0): the CI replay, ~10 min on 2 cores
-    python -m rlsd.demo --seeds 0-4 --single-tasks   # the study: 5 seeds, joint and each task alone
+    python -m rlsd.demo --seeds 0-4 --single-tasks --figures figures --readme README.md   # the study
     python -m rlsd.demo --split tuning --seeds 100   # a tuning run: tuning prompts, seeds and training seeds only
 
 For every training seed:
@@ -87,7 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--single-tasks", action="store_true",
                         help="also train each task alone (configs/shapes_<task>.yaml) and report the joint share")
     parser.add_argument("--out", default="outputs/demo", help="runs, per-seed tables and samples")
-    parser.add_argument("--figures", default="figures", help="results table and figures (PNG, PDF, JSON sidecar)")
+    parser.add_argument("--figures", default="outputs/demo/figures",
+                        help="results table and figures (PNG, PDF, JSON sidecar); the committed study writes figures/")
     parser.add_argument("--eval-compositional", type=int, default=16, help="unseen compositions of the split")
     parser.add_argument("--eval-seen", type=int, default=8, help="training compositions (seen)")
     parser.add_argument("--eval-seeds", type=int, default=12, help="seeds per composition (shared)")
