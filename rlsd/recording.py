@@ -220,15 +220,16 @@ def save_figure(fig, name: str, *, params: dict, data_source: str, out_dir: str 
     """Save a matplotlib figure as ``<out_dir>/<name>.png`` and ``.pdf`` with a ``.json`` sidecar.
 
     The sidecar records the git commit of the repository holding ``out_dir`` ("unknown" outside a
-    repository), whether tracked files had uncommitted changes, ``params``, ``data_source`` and a UTC timestamp.
+    repository), whether tracked files had uncommitted changes before the figure was written, ``params``, ``data_source`` and a UTC timestamp.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"png": out / f"{name}.png", "pdf": out / f"{name}.pdf", "json": out / f"{name}.json"}
-    fig.savefig(paths["png"], dpi=150, bbox_inches="tight")
-    fig.savefig(paths["pdf"], bbox_inches="tight", metadata={"CreationDate": None})
+    # measured before writing: overwriting a tracked figure must not make the code that drew it look dirty
     commit = _git(["rev-parse", "HEAD"], out.resolve())
     status = _git(["status", "--porcelain", "--untracked-files=no"], out.resolve()) if commit else None
+    fig.savefig(paths["png"], dpi=150, bbox_inches="tight")
+    fig.savefig(paths["pdf"], bbox_inches="tight", metadata={"CreationDate": None})
     sidecar = {
         "name": name,
         "git_commit": commit or "unknown",

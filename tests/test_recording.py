@@ -132,6 +132,22 @@ def test_save_figure_records_commit(tmp_path):
     assert meta["git_dirty"] is False
 
 
+def test_save_figure_dirty_flag_is_measured_before_overwriting_a_tracked_figure(tmp_path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    fig = _figure()
+    save_figure(fig, "f", params={}, data_source="d", out_dir=tmp_path / "figures")
+    subprocess.run([*git, "add", "figures"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], cwd=tmp_path, check=True)
+    fig.axes[0].plot([0, 1], [1, 0])  # a changed figure overwrites the tracked files
+    meta_path = save_figure(fig, "f", params={}, data_source="d", out_dir=tmp_path / "figures")["json"]
+    plt.close(fig)
+    assert json.loads(meta_path.read_text())["git_dirty"] is False
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=tmp_path, capture_output=True, text=True).stdout
+    assert "f.png" in status  # the overwrite happened, and a second save would now see a dirty tree
+    meta_path = save_figure(fig, "f", params={}, data_source="d", out_dir=tmp_path / "figures")["json"]
+    assert json.loads(meta_path.read_text())["git_dirty"] is True
+
 def test_reward_curves_smooth_long_series_but_not_a_few_eval_points():
     import pandas as pd
 
