@@ -4,6 +4,9 @@ Multi-process: ``accelerate launch --config_file configs/accelerate/multi_gpu.ya
 ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no
 --dynamo_backend no -m rlsd.train ...`` (``--cpu --num_processes 2`` starts only one process).
 
+A fresh run (no ``--resume``) refuses a ``log.run_dir`` that already holds files: pass ``--resume auto`` to
+continue that run, or choose another ``log.run_dir``.
+
 Bad input (invalid config value, batch not divisible by the world size, missing model folder, NaN reward)
 prints one line ``error: ...`` on stderr and exits with code 2; set ``RLSD_DEBUG=1`` for the traceback.
 """
@@ -29,14 +32,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(config: str | Path, overrides: list[str] | tuple[str, ...] = (), resume: str | None = None) -> Path:
-    """Train in this process (one rank, or one rank of an ``accelerate launch``); returns the run dir."""
+def run(config: str | Path, overrides: list[str] | tuple[str, ...] = (), resume: str | None = None, *,
+        require_empty: bool = False) -> Path:
+    """Train in this process (one rank, or one rank of an ``accelerate launch``); returns the run dir.
+
+    ``require_empty`` (the CLI): refuse a fresh run (no ``resume``) in a run dir that already holds files.
+    A run dir that is a file or cannot be written is always refused, before the model loads.
+    """
     from rlsd.config import load_config
+    from rlsd.distributed import shutdown
+    from rlsd.guards import check_run_dir
     from rlsd.trainer import RLTrainer
 
-    from rlsd.distributed import shutdown
-
     cfg = load_config(config, list(overrides))
+    check_run_dir(cfg.log.run_dir, resume, require_empty=require_empty)  # every rank, before any rank writes
     trainer = RLTrainer(cfg)
     trainer.train(resume=resume)
     if trainer.accelerator.num_processes > 1:
@@ -99,7 +108,7 @@ def launch(config: str | Path, overrides: list[str] | tuple[str, ...] = (), *, n
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        run(args.config, args.overrides, args.resume)
+        run(args.config, args.overrides, args.resume, require_empty=True)
     except (ValueError, FileNotFoundError) as err:
         if os.environ.get("RLSD_DEBUG"):
             raise
