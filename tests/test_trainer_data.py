@@ -145,5 +145,5 @@ def test_train_vs_heldout_tool_pairs_a_model_with_itself_to_zero_change() -> Non
     assert table["split"].tolist() == ["train", "held-out"]
     assert (table["change"] == 0).all() and (table["change SE"] == 0).all()
     assert ((table["base"] >= 0) & (table["base"] <= 1)).all()
-    with pytest.raises(ValueError, match=r"--prompts must be in 1..528 \(train"):
+    with pytest.raises(ValueError, match=r"num_compositional must be in 0..66 \(tuning held-out"):
         tool.train_vs_heldout(base, base, 1000, [10_000], num_steps=4, guidance_scale=2.0)
