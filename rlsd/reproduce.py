@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -149,6 +150,8 @@ def run_one(spec: RunSpec, seed: int, args: argparse.Namespace, out: Path) -> di
         record.update(command="", wall_s=0.0, cpu_s=0.0, samples=0, curve=[], config=None)
         folder = BASE_DIR
     else:
+        if run_dir.exists():  # a record made with other settings (or none): retrain from scratch, never continue it
+            shutil.rmtree(run_dir)
         record.update(train(spec, seed, run_dir, args))
         record["curve"] = training_curve(run_dir, cfg)
         record["samples"] = record["curve"][-1]["samples"] if record["curve"] else 0
