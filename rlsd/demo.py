@@ -166,5 +166,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     return per_seed
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console script ``rlsd-demo``: :func:`main` without its return value (exit status 0)."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain tqdm: tqdm.auto needs ipywidgets in notebooks
 
 if TYPE_CHECKING:
     from rlsd.models import T2IModel

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain tqdm: tqdm.auto needs ipywidgets in notebooks
 
 from rlsd import distributed as dist
 from rlsd.config import RLConfig
