@@ -7,12 +7,14 @@ A model folder has the diffusers layout ``unet/ scheduler/ text_encoder/ tokeniz
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -177,13 +179,8 @@ def export_model(model: T2IModel, folder: str | Path) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
-        model.unet.save_pretrained(tmp / "unet")
-        model.scheduler.save_pretrained(tmp / "scheduler")
-        model.text_encoder.save_pretrained(tmp / "text_encoder")
-        model.tokenizer.save_pretrained(tmp / "tokenizer")
-        if model.vae is not None:
-            model.vae.save_pretrained(tmp / "vae")
-            (tmp / "model_index.json").write_text(json.dumps(_model_index(model), indent=2))
+        with _one_dtype(model):
+            _write_parts(model, tmp)
         old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
         if folder.exists():
             folder.rename(old)
@@ -192,6 +189,36 @@ def export_model(model: T2IModel, folder: str | Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def _one_dtype(model: T2IModel) -> Iterator[None]:
+    """Cast the text encoder and VAE to the UNet's dtype for the write, then back.
+
+    A pipeline folder must hold one dtype: ``StableDiffusionPipeline`` loads each part in its saved dtype,
+    and a float32 UNet fed bfloat16 text embeddings fails on its first call. bf16 -> fp32 -> bf16 is exact,
+    so the round trip leaves the frozen parts unchanged.
+    """
+    target = model.unet.dtype
+    parts = [m for m in (model.text_encoder, model.vae) if m is not None and m.dtype != target]
+    saved = [m.dtype for m in parts]
+    for m in parts:
+        m.to(dtype=target)
+    try:
+        yield
+    finally:
+        for m, dtype in zip(parts, saved):
+            m.to(dtype=dtype)
+
+
+def _write_parts(model: T2IModel, tmp: Path) -> None:
+    model.unet.save_pretrained(tmp / "unet")
+    model.scheduler.save_pretrained(tmp / "scheduler")
+    model.text_encoder.save_pretrained(tmp / "text_encoder")
+    model.tokenizer.save_pretrained(tmp / "tokenizer")
+    if model.vae is not None:
+        model.vae.save_pretrained(tmp / "vae")
+        (tmp / "model_index.json").write_text(json.dumps(_model_index(model), indent=2))
 
 
 # ----------------------------------------------------------------------------- tiny random models

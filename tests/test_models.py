@@ -139,3 +139,20 @@ def test_load_model_dtype_and_export_guard(tmp_path: Path) -> None:
     assert (other / "notes.txt").read_text() == "keep me"
     export_model(model, tmp_path / "tiny_pixel")  # replacing a model folder is allowed
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp/backup dirs left behind
+
+
+def test_export_of_bf16_frozen_parts_generates(tmp_path: Path) -> None:
+    """model.dtype bfloat16 keeps the UNet float32 and the text encoder/VAE bf16; the export must still run."""
+    model = tiny_sd()
+    model.text_encoder.to(dtype=torch.bfloat16)
+    model.vae.to(dtype=torch.bfloat16)
+    te_before = {k: v.clone() for k, v in model.text_encoder.state_dict().items()}
+    export_model(model, tmp_path / "export")
+    assert model.text_encoder.dtype == torch.bfloat16 and model.vae.dtype == torch.bfloat16  # restored
+    assert all(torch.equal(te_before[k], v) for k, v in model.text_encoder.state_dict().items())
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "export", safety_checker=None)
+    dtypes = {pipe.unet.dtype, pipe.text_encoder.dtype, pipe.vae.dtype}
+    assert dtypes == {torch.float32}, dtypes
+    out = pipe(["a red circle"], num_inference_steps=2, guidance_scale=3.0, output_type="pt",
+               generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (1, 3, 16, 16) and torch.isfinite(out.images).all()
