@@ -86,6 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="test", choices=("test", "tuning"), help="evaluation set (rlsd.protocol)")
     parser.add_argument("--single-tasks", action="store_true",
                         help="also train each task alone (configs/shapes_<task>.yaml) and report the joint share")
+    parser.add_argument("--single-seeds", default="", help="training seeds of the single-task runs (default: --seeds)")
     parser.add_argument("--out", default="outputs/demo", help="runs, per-seed tables and samples")
     parser.add_argument("--figures", default="outputs/demo/figures",
                         help="results table and figures (PNG, PDF, JSON sidecar); the committed study writes figures/")
@@ -147,8 +148,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if args.single_tasks:
         runs.update({task: path for task, (path, _) in SINGLE_TASK_CONFIGS.items()})
     rows, samples, first = [], [base[0].assign(model="base")], None
+    single_seeds = train_seeds(args.single_seeds) if args.single_seeds else seeds
+    _check_seeds(args.split, single_seeds)
     for name, config in runs.items():
-        r, s, f = _run_config(name, config, seeds, base, args, prompts, eval_seed_map, sampler)
+        r, s, f = _run_config(name, config, seeds if name == "joint" else single_seeds, base, args, prompts,
+                              eval_seed_map, sampler)
         rows, samples, first = rows + r, samples + s, first or f
     per_seed = pd.concat(rows, ignore_index=True)
     out = Path(args.out)
@@ -157,6 +161,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     pd.concat(samples, ignore_index=True).to_csv(out / "samples.csv", index=False)
     provenance = {"command": "python -m rlsd.demo " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "config": args.config, "split": args.split, "seeds": seeds, "overrides": args.overrides,
+                  "single_task_seeds": single_seeds if args.single_tasks else [],
                   "prompts": {"diversity": prompts.diversity, "compositional": prompts.compositional,
                               "seen_compositional": prompts.seen_compositional},
                   "eval_seeds": {p: [s[0], s[-1]] for p, s in eval_seed_map.items()}}

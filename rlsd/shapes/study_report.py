@@ -80,7 +80,8 @@ def _report_text(per_seed: pd.DataFrame, provenance: dict) -> tuple[str, pd.Data
              markdown_table(summary), "\n".join(_reading(keyed)) + "\n"]
     table5 = joint_vs_single(per_seed)
     if not table5.empty:
-        parts += ["\nEach task alone vs jointly (paper Table 5):\n", markdown_table(table5)]
+        parts += [f"\nEach task alone (training seeds {provenance.get('single_task_seeds', provenance['seeds'])}) vs jointly (paper Table 5):\n",
+                  markdown_table(table5)]
     wide = joint.pivot_table(index="metric", columns="seed", values="p", sort=False)
     wide.columns = [f"p, seed {s}" for s in wide.columns]
     parts += ["\nPer-seed one-sided Wilcoxon p of the joint run:\n", markdown_table(wide.reset_index())]
