@@ -116,13 +116,14 @@ class RunLogger:
     ) -> Path | None:
         """Save a grid of ``images`` (B, 3, H, W) in [0, 1] to ``images/<tag>_<step>.png`` and tensorboard.
 
-        Captions (one per image, row-major) go to a ``.txt`` file next to the PNG and to tensorboard text.
+        Captions (one per image, row-major) are drawn under each image (upscaled to a readable size) and also go
+        to a ``.txt`` file next to the PNG and to tensorboard text.
         """
         if not self.enabled:
             return None
         from PIL import Image
 
-        grid = image_grid(images)
+        grid = image_grid(images) if captions is None else captioned_grid(images, captions)
         safe_tag = tag.replace("/", "_")
         out = self.run_dir / "images" / f"{safe_tag}_{int(step):06d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -192,20 +193,67 @@ def print_table(table, csv_path: str | Path | None = None, digits: int = 4) -> N
 def image_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
     """Tile ``images`` (B, 3, H, W) in [0, 1] into a uint8 (H_grid, W_grid, 3) array, ``nrow`` per row.
 
-    ``nrow`` defaults to ceil(sqrt(B)); padding is white.
+    ``nrow`` defaults to ceil(sqrt(B)); padding is white. The tiling is ``diffusers.utils.make_image_grid``.
     """
+    from PIL import ImageOps
+
+    tiles = _to_pil(images)
+    nrow = nrow or max(1, math.ceil(math.sqrt(len(tiles))))
+    tiles = [ImageOps.expand(t, border=(0, 0, padding, padding), fill="white") for t in tiles]
+    grid = _tile(tiles, nrow)
+    return np.asarray(ImageOps.expand(grid, border=(padding, padding, 0, 0), fill="white"))
+
+
+def captioned_grid(images: torch.Tensor | np.ndarray, captions: list[str], nrow: int | None = None,
+                   min_side: int = 128, max_lines: int = 3) -> np.ndarray:
+    """Like :func:`image_grid`, each image upscaled (nearest) to at least ``min_side`` px with its caption below.
+
+    Small renders (ShapesWorld's 32 px) become readable; a caption wraps to at most ``max_lines`` lines.
+    """
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    tiles = _to_pil(images)
+    if len(captions) != len(tiles):
+        raise ValueError(f"got {len(captions)} captions for {len(tiles)} images; pass one per image")
+    scale = max(1, math.ceil(min_side / min(tiles[0].size)))
+    w, h = tiles[0].width * scale, tiles[0].height * scale
+    font = ImageFont.load_default(size=max(10, w // 14))
+    chars = max(8, int(w / (font.size * 0.55)))
+    line_h = font.size + 3
+    panels = []
+    for tile, caption in zip(tiles, captions):
+        panel = Image.new("RGB", (w + 4, h + 4 + max_lines * line_h), "white")
+        panel.paste(tile.resize((w, h), Image.NEAREST), (2, 2))
+        lines = textwrap.wrap(caption, chars)
+        if len(lines) > max_lines:
+            lines = lines[: max_lines - 1] + [textwrap.shorten(" ".join(lines[max_lines - 1 :]), chars, placeholder="...")]
+        draw = ImageDraw.Draw(panel)
+        for i, line in enumerate(lines):
+            draw.text((3, h + 4 + i * line_h), line, fill="black", font=font)
+        panels.append(panel)
+    return np.asarray(_tile(panels, nrow or max(1, math.ceil(math.sqrt(len(panels))))))
+
+
+def _to_pil(images: torch.Tensor | np.ndarray) -> list:
+    from PIL import Image
+
     x = torch.as_tensor(images).detach().float().cpu()
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(x.shape)}")
-    b, _, h, w = x.shape
-    nrow = nrow or max(1, math.ceil(math.sqrt(b)))
-    ncol_rows = math.ceil(b / nrow)
-    grid = torch.ones(3, ncol_rows * (h + padding) + padding, nrow * (w + padding) + padding)
-    for i in range(b):
-        r, c = divmod(i, nrow)
-        top, left = padding + r * (h + padding), padding + c * (w + padding)
-        grid[:, top : top + h, left : left + w] = x[i].clamp(0, 1)
-    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    arr = (x.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    return [Image.fromarray(a) for a in arr]
+
+
+def _tile(tiles: list, nrow: int):
+    """``make_image_grid`` of ``tiles`` (equal-sized PIL images), the last row filled with white."""
+    from diffusers.utils import make_image_grid
+    from PIL import Image
+
+    rows = math.ceil(len(tiles) / nrow)
+    blank = Image.new("RGB", tiles[0].size, "white")
+    return make_image_grid(tiles + [blank] * (rows * nrow - len(tiles)), rows=rows, cols=nrow)
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -241,3 +289,20 @@ def save_figure(fig, name: str, *, params: dict, data_source: str, out_dir: str 
     }
     paths["json"].write_text(json.dumps(sidecar, indent=2) + "\n")
     return paths
+
+
+def enter_repo_root(start: str | Path | None = None) -> Path:
+    """``chdir`` to the repository root above ``start`` (default: the cwd) and return it.
+
+    Notebooks call this first, so every path parameter they take is relative to the repository root,
+    whether Jupyter, papermill or nbval started the kernel in ``notebooks/`` or at the root.
+    """
+    import os
+
+    here = Path(start or Path.cwd()).resolve()
+    root = next((p for p in (here, *here.parents) if (p / "pyproject.toml").is_file() and (p / "rlsd").is_dir()), None)
+    if root is None:
+        raise FileNotFoundError(f"no rlsd checkout (pyproject.toml beside rlsd/) at or above {here}; "
+                                "start the notebook inside the repository")
+    os.chdir(root)
+    return root

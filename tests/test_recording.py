@@ -17,7 +17,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from rlsd.recording import RunLogger, image_grid, read_metrics, save_figure  # noqa: E402
+from rlsd.recording import RunLogger, captioned_grid, image_grid, read_metrics, save_figure  # noqa: E402
 
 
 def test_scalars_go_to_csv_and_tensorboard(tmp_path):
@@ -82,11 +82,25 @@ def test_log_images_writes_grid_and_captions(tmp_path):
     images[1, 0] = 1.0  # a red image
     with RunLogger(tmp_path, tensorboard=False) as log:
         out = log.log_images(7, images, captions=["a", "b", "c"], tag="eval/samples")
+        plain = log.log_images(8, images, tag="eval/plain")
     assert out == tmp_path / "images" / "eval_samples_000007.png"
     png = np.asarray(Image.open(out))
-    assert png.shape == (2 + 2 * 10, 2 + 2 * 10, 3)  # ceil(sqrt(3)) = 2 per row
-    assert png[2:10, 12:20].tolist() == [[[255, 0, 0]] * 8] * 8
+    # ceil(sqrt(3)) = 2 per row; each 8 px image upscaled 16x to 128 px, 2 px frame, caption lines below
+    cell_w = 128 + 4
+    assert png.shape[1] == 2 * cell_w and png.shape[0] > 2 * cell_w
+    assert (png[2:130, cell_w + 2 : cell_w + 130] == [255, 0, 0]).all()  # the red image, second cell
+    cell_h = png.shape[0] // 2
+    assert (png[130:cell_h, 2:130] < 128).any()  # caption text under the first image
+    assert (png[cell_h + 130 :, cell_w:] == 255).all()  # the empty fourth cell is white
     assert out.with_suffix(".txt").read_text() == "a\nb\nc\n"
+    plain_png = np.asarray(Image.open(plain))
+    assert plain_png.shape == (2 + 2 * 10, 2 + 2 * 10, 3)  # no captions: the exact tiling
+    assert plain_png[2:10, 12:20].tolist() == [[[255, 0, 0]] * 8] * 8
+
+
+def test_captioned_grid_needs_one_caption_per_image():
+    with pytest.raises(ValueError, match="one per image"):
+        captioned_grid(torch.zeros(2, 3, 8, 8), ["only one"])
 
 
 def test_image_grid_layout_and_errors():

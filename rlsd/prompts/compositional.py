@@ -5,9 +5,9 @@ Grammar::
     <a|an> <object> <relation> <a|an> <object>
     relation in {"and", "next to", "near", "beside", "on side of"}
 
-The vocabulary is ``data/objects.txt`` (532 common-object class names, COCO-80 first). As in
-the paper the classes are split by a seeded permutation into 450 training and 82 held-out
-classes; held-out prompts use only held-out classes.
+The vocabulary is ``rlsd/prompts/objects.txt`` (532 common-object class names, COCO-80 first; package data,
+so it ships in the wheel). As in the paper the classes are split by a seeded permutation into 450 training
+and 82 held-out classes; held-out prompts use only held-out classes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["RELATIONS", "OBJECTS_PATH", "load_objects", "split_objects", "articl
            "CompositionalSource"]
 
 RELATIONS = ("and", "next to", "near", "beside", "on side of")
-OBJECTS_PATH = Path(__file__).resolve().parents[2] / "data" / "objects.txt"
+OBJECTS_PATH = Path(__file__).resolve().with_name("objects.txt")
 NUM_TRAIN_CLASSES = 450
 _RELATION_RE = "|".join(re.escape(r) for r in sorted(RELATIONS, key=len, reverse=True))
 _NOUN_RE = re.compile(r"^(?:a|an) (\S.*)$")
@@ -35,7 +35,7 @@ def load_objects(path: str | Path = OBJECTS_PATH) -> tuple[str, ...]:
     """Object class names from ``path`` (one per line, ``#`` comments skipped), validated."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"object vocabulary {path} does not exist; it ships with the repo as data/objects.txt")
+        raise FileNotFoundError(f"object vocabulary {path} does not exist; it ships inside the package as rlsd/prompts/objects.txt (reinstall rlsd)")
     names = [line.strip().lower() for line in path.read_text().splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
     if len(set(names)) != len(names):

@@ -45,8 +45,10 @@ def colour_share_figure(shares: dict[str, np.ndarray], title: str):
     return fig
 
 
-def loss_curve_figure(curves: dict[str, list[list[float]]], title: str = "denoising loss"):
-    """Loss curves, label -> [[step, loss], ...] (e.g. the shipped manifest's ``loss_curve``)."""
+def loss_curve_figure(curves: dict[str, list[list[float]]], title: str = "denoising loss",
+                      prediction_type: str = "v_prediction"):
+    """Loss curves, label -> [[step, loss], ...] (e.g. the shipped manifest's ``loss_curve``), of a model trained
+    with ``prediction_type`` (the MSE against the v or epsilon target)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -55,7 +57,7 @@ def loss_curve_figure(curves: dict[str, list[list[float]]], title: str = "denois
         ax.plot(arr[:, 0], arr[:, 1], marker=".", label=label)
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("epsilon MSE")
+    ax.set_ylabel(f"MSE of the {prediction_type.replace('_', '-')} target")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
