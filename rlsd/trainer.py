@@ -85,6 +85,7 @@ class RLTrainer:
         self.eval_rewards = {r.name: r for r in map(build_reward, cfg.eval.rewards)}
         self.iteration = 0
         self._step_iteration = 0  # the iteration step() runs (named by the non-finite guard)
+        self._step_checked = False  # _check_step ran for the coming optimizer step
         self.logger: Any = None  # RunLogger, opened by train()
         self._times: dict[str, float] = {}
         self.method = build_method(self)  # None for train.method rl / ddpo (the PPO step below); see rlsd.methods
@@ -128,15 +129,21 @@ class RLTrainer:
             return contextlib.nullcontext()
         return self.unet.no_sync()
 
-    def _check_step(self, loss: float, task: str) -> None:
+    def _check_step(self, loss: float | None, task: str) -> None:
         """Before an optimizer step: loss, lr, gradients and weights finite on every rank, else ValueError on all
         ranks naming the iteration and ``task`` (an fp16 loss scaler handles overflowing gradients itself)."""
         lr, scaled = float(self.optimizer.param_groups[0]["lr"]), getattr(self.accelerator, "scaler", None) is not None
         dist.check_on_all_ranks(self.accelerator, lambda: guards.check_finite_step(
             self.params, loss, iteration=self._step_iteration, task=task, lr=lr, grads=not scaled))
+        self._step_checked = True
 
     def _optimizer_step(self) -> float:
-        """Clip gradients, step, zero; returns the pre-clip global grad norm (0 if clipping is off)."""
+        """Clip gradients, step, zero; returns the pre-clip global grad norm (0 if clipping is off).
+
+        Runs :meth:`_check_step` first unless the caller did (baseline methods call this directly)."""
+        if not self._step_checked:
+            self._check_step(None, "+".join(t.name for t in self.cfg.tasks))
+        self._step_checked = False
         norm = 0.0
         if self.cfg.train.max_grad_norm > 0:
             norm = float(self.accelerator.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm))

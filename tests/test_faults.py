@@ -158,6 +158,12 @@ def test_infinite_lr_stops_before_the_first_step_and_saves_nothing(tmp_path: Pat
     assert list_checkpoints(run) == []
 
 
+def test_baseline_methods_are_guarded_too(tmp_path: Path, capsys) -> None:
+    code = main([*TINY, f"log.run_dir={tmp_path / 'run'}", "train.method=rwr", "train.lr=.inf"])
+    line = _error_line(capsys)
+    assert code == EXIT_BAD_INPUT and "iteration 0, task 'jpeg': the learning rate is inf" in line, line
+
+
 def test_nan_gradient_stops_before_the_step_naming_iteration_and_task(tmp_path: Path) -> None:
     trainer = RLTrainer(_config(tmp_path / "run", "pretrain.enabled=false"))
     trainer.step(0)
