@@ -6,11 +6,14 @@ Layout of one checkpoint (``<run_dir>/checkpoints/iter_000010/``)::
                          prompt source, stat tracker, ``rng`` from capture_rng_state, config, ...)
     model.safetensors    optional: a flat tensor state dict (full UNet or LoRA weights)
     <extra files>        optional: whatever ``save_extra(folder)`` writes (e.g. export_model)
-    COMPLETE             marker, written last
+    COMPLETE             marker, written last: JSON with the iteration and the byte size of every file
 
 Everything is written to ``iter_000010.tmp-<pid>`` first and renamed into place only after the
 marker exists, so a run killed while saving never leaves a directory that :func:`load_checkpoint`
-or :func:`latest_checkpoint` accepts.
+or :func:`latest_checkpoint` accepts; :func:`remove_stale_writes` deletes such leftovers at the next
+start. A checkpoint whose files no longer have the sizes in its marker (truncated, e.g. by a full disk
+or a hand copy) is corrupt: :func:`load_checkpoint` refuses it and :func:`latest_checkpoint` falls back
+to the newest intact one with a warning. Sizes catch truncation, not flipped bits.
 
 Per-rank sampling streams are re-derived from ``(seed, iteration, slot)`` by ``rlsd.distributed``,
 so only the main process's global RNG state is stored.
@@ -37,6 +40,7 @@ STATE_FILE = "trainer_state.pt"
 MODEL_FILE = "model.safetensors"
 MARKER_FILE = "COMPLETE"
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
+_STALE_DIR = re.compile(r"^(iter_\d+)\.(tmp|old)-\d+$")  # unfinished writes of a killed process
 
 
 def checkpoint_dir(run_dir: str | Path, iteration: int) -> Path:
@@ -79,9 +83,9 @@ def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generat
 
 def save_checkpoint(
     path_dir: str | Path,
-    state: dict[str, Any],
+    state: dict[str, Any] | Callable[[], dict[str, Any]],
     *,
-    model_state: dict[str, torch.Tensor] | None = None,
+    model_state: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor] | None] | None = None,
     save_extra: Callable[[Path], None] | None = None,
     accelerator: Any | None = None,
     keep_last: int | None = None,
@@ -92,8 +96,10 @@ def save_checkpoint(
 
     Args:
         path_dir: final folder, usually ``checkpoint_dir(run_dir, iteration)``.
-        state: picklable trainer state; should contain ``iteration`` and ``rng``.
-        model_state: flat tensor dict saved as safetensors (UNet or LoRA weights).
+        state: picklable trainer state; should contain ``iteration`` and ``rng``. A callable is called on the
+            main process only, so the other ranks never build the state.
+        model_state: flat tensor dict saved as safetensors (UNet or LoRA weights), or a callable returning
+            it (main process only, as for ``state``).
         save_extra: called with the temporary folder to write further files into it.
         keep_last: afterwards delete all but the newest ``keep_last`` complete checkpoints
             that are siblings of ``path_dir``.
@@ -103,6 +109,8 @@ def save_checkpoint(
     """
     final = Path(path_dir)
     if is_main_process(accelerator):
+        state = state() if callable(state) else state
+        model_state = model_state() if callable(model_state) else model_state
         _write_atomically(final, state, model_state, save_extra)
         if keep_last is not None:
             prune_checkpoints(final.parent, keep_last)
@@ -128,7 +136,8 @@ def _write_atomically(
             save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / MODEL_FILE))
         if save_extra is not None:
             save_extra(tmp)
-        marker = {"iteration": state.get("iteration"), "files": sorted(p.name for p in tmp.iterdir())}
+        sizes = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+        marker = {"iteration": state.get("iteration"), "files": sorted(p.name for p in tmp.iterdir()), "sizes": sizes}
         (tmp / MARKER_FILE).write_text(json.dumps(marker))
         _fsync_tree(tmp)
     except BaseException:
@@ -154,6 +163,23 @@ def is_complete(path_dir: str | Path) -> bool:
     return (Path(path_dir) / MARKER_FILE).is_file()
 
 
+def checkpoint_problem(path_dir: str | Path) -> str | None:
+    """Why the complete checkpoint ``path_dir`` is corrupt (a file missing or of another size than its marker
+    records), or None if it is intact. Markers written before sizes were recorded cannot be checked: None."""
+    path = Path(path_dir)
+    try:
+        sizes = json.loads((path / MARKER_FILE).read_text()).get("sizes")
+    except (OSError, ValueError, AttributeError):
+        return f"unreadable {MARKER_FILE} marker"
+    for name, size in (sizes or {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} of {size} bytes"
+    return None
+
+
 def load_checkpoint(path_dir: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load ``trainer_state.pt`` (plus ``model_state`` from model.safetensors if present).
 
@@ -168,6 +194,10 @@ def load_checkpoint(path_dir: str | Path, *, map_location: str | torch.device = 
             f"checkpoint {path} is incomplete (no {MARKER_FILE} marker), probably interrupted while saving; "
             "delete it and resume from an earlier checkpoint"
         )
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ValueError(f"checkpoint {path} is corrupt ({problem}); delete it and resume from an earlier "
+                         "checkpoint (--resume auto picks the newest intact one)")
     state = torch.load(path / STATE_FILE, map_location=map_location, weights_only=False)
     if (path / MODEL_FILE).is_file():
         from safetensors.torch import load_file
@@ -196,9 +226,28 @@ def list_checkpoints(run_dir_or_ckpt_root: str | Path) -> list[tuple[int, Path]]
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The complete checkpoint with the highest iteration number, or None if there is none."""
+    """The intact complete checkpoint with the highest iteration number, or None if there is no checkpoint.
+
+    A corrupt newer checkpoint (see :func:`checkpoint_problem`) is skipped with a warning naming the one used
+    instead; raises ValueError if every complete checkpoint is corrupt.
+    """
     found = list_checkpoints(run_dir)
-    return found[-1][1] if found else None
+    corrupt: list[tuple[Path, str]] = []
+    for _, path in reversed(found):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if corrupt:
+                names = ", ".join(f"{p.name} ({why})" for p, why in corrupt)
+                warnings.warn(f"skipped corrupt checkpoint {names}; using the newest intact one, {path}",
+                              stacklevel=2)
+            return path
+        corrupt.append((path, problem))
+    if corrupt:
+        path, problem = corrupt[0]
+        raise ValueError(f"no intact checkpoint in {run_dir}: all {len(corrupt)} are corrupt (the newest, "
+                         f"{path.name}: {problem}); restore one from a copy or start a fresh run in another "
+                         "log.run_dir.")
+    return None
 
 
 def prune_checkpoints(run_dir_or_ckpt_root: str | Path, keep_last: int) -> list[Path]:
@@ -209,3 +258,29 @@ def prune_checkpoints(run_dir_or_ckpt_root: str | Path, keep_last: int) -> list[
     for p in doomed:
         shutil.rmtree(p)
     return doomed
+
+
+def remove_stale_writes(run_dir_or_ckpt_root: str | Path) -> list[Path]:
+    """Clean up after a process killed while saving; returns the folders removed.
+
+    Deletes every ``iter_N.tmp-<pid>`` folder and every ``iter_N.old-<pid>`` one whose ``iter_N`` exists. An
+    ``old`` folder without its ``iter_N`` (killed between the two renames) is the replaced checkpoint: if
+    complete it is renamed back. Call it at start-up on the main process only, before this run saves.
+    """
+    root = Path(run_dir_or_ckpt_root)
+    if (root / "checkpoints").is_dir():
+        root = root / "checkpoints"
+    if not root.is_dir():
+        return []
+    removed = []
+    for p in sorted(root.iterdir()):
+        m = _STALE_DIR.match(p.name)
+        if not m or not p.is_dir():
+            continue
+        final = root / m.group(1)
+        if m.group(2) == "old" and not final.exists() and is_complete(p):
+            p.rename(final)
+            continue
+        shutil.rmtree(p)
+        removed.append(p)
+    return removed

@@ -13,7 +13,7 @@ Randomness contract (see docs/architecture.md):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import numpy as np
@@ -137,6 +137,69 @@ def all_reduce_mean(accelerator: Any | None, t: Tensor) -> Tensor:
     if accelerator is None or accelerator.num_processes == 1:
         return t
     return accelerator.reduce(t.clone(), reduction="mean")
+
+
+def all_reduce_max(accelerator: Any | None, t: Tensor) -> Tensor:
+    """Element-wise max of ``t`` over ranks (same shape on every rank), e.g. the worst rank's deviation."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return t
+    return accelerator.reduce(t.clone(), reduction="max")
+
+
+def any_rank(accelerator: Any | None, flag: bool) -> bool:
+    """True on every rank if ``flag`` is True on any rank: one scalar all-reduce, so every rank must call it."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return bool(flag)
+    return bool(all_reduce_max(accelerator, torch.tensor([float(flag)], device=accelerator.device)).item())
+
+
+def check_on_all_ranks(accelerator: Any | None, check: Callable[[], None]) -> None:
+    """Run ``check`` on this rank; if it raises ValueError on any rank, raise the first one's on every rank.
+
+    Every rank must call it at the same point (one scalar all-reduce; a gather of the messages on failure), so
+    one rank's failed check stops all ranks together instead of leaving the others waiting in a collective.
+    """
+    try:
+        check()
+        message = None
+    except ValueError as err:
+        message = str(err)
+    if any_rank(accelerator, message is not None):
+        raise ValueError(next(m for m in gather_objects(accelerator, [message]) if m is not None))
+
+
+def backend(accelerator: Any | None) -> str:
+    """accelerate's distributed type as a plain name ("NO", "MULTI_GPU", "DEEPSPEED", "FSDP", ...)."""
+    return str(getattr(accelerator, "distributed_type", "NO")).rsplit(".", 1)[-1]
+
+
+def shards_weights(accelerator: Any | None) -> bool:
+    """True where no single rank holds the full weights (FSDP, DeepSpeed ZeRO-3), so gathering them is collective."""
+    name = backend(accelerator)
+    if name == "DEEPSPEED":
+        ds_config = getattr(accelerator, "deepspeed_config", None) or {}
+        return int(ds_config.get("zero_optimization", {}).get("stage", 0)) == 3
+    return name == "FSDP"
+
+
+def model_state_on_main(accelerator: Any | None, model: torch.nn.Module,
+                        names: Collection[str]) -> dict[str, Tensor] | None:
+    """A CPU copy of the entries ``names`` of ``model``'s state dict on the main process; None on the others.
+
+    One process, DDP, DeepSpeed ZeRO-1/2: every rank holds the same weights, so only the main process copies
+    them. FSDP / ZeRO-3: ``accelerator.get_state_dict`` gathers the shards, a collective that every rank joins
+    (only the main process keeps the result). ``model`` is the module as returned by ``accelerator.prepare``.
+    """
+    wanted = set(names)
+    if accelerator is not None and shards_weights(accelerator):
+        full = accelerator.get_state_dict(model)  # every rank: collective
+        if not is_main_process(accelerator):
+            return None
+        return {k: v.detach().cpu() for k, v in full.items() if k in wanted}
+    if not is_main_process(accelerator):
+        return None
+    module = accelerator.unwrap_model(model) if accelerator is not None else model
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items() if k in wanted}
 
 
 def free_port() -> int:

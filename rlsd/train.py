@@ -9,6 +9,9 @@ continue that run, or choose another ``log.run_dir``.
 
 Bad input (invalid config value, batch not divisible by the world size, missing model folder, NaN reward)
 prints one line ``error: ...`` on stderr and exits with code 2; set ``RLSD_DEBUG=1`` for the traceback.
+SIGTERM or SIGINT finishes the current iteration, writes a checkpoint, prints one line ``stopped: ...`` and
+exits with code 3 (every rank); ``--resume auto`` continues bit-identically. SIGINT outside the training loop
+(model loading, export) exits with code 130.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 3  # SIGTERM / SIGINT: stopped after an iteration, with a checkpoint (rlsd.guards.TrainingStopped)
+EXIT_INTERRUPTED = 130  # SIGINT before or after the training loop (nothing new saved)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,13 +46,18 @@ def run(config: str | Path, overrides: list[str] | tuple[str, ...] = (), resume:
     """
     from rlsd.config import load_config
     from rlsd.distributed import shutdown
-    from rlsd.guards import check_run_dir
+    from rlsd.guards import TrainingStopped, check_run_dir
     from rlsd.trainer import RLTrainer
 
     cfg = load_config(config, list(overrides))
     check_run_dir(cfg.log.run_dir, resume, require_empty=require_empty)  # every rank, before any rank writes
     trainer = RLTrainer(cfg)
-    trainer.train(resume=resume)
+    try:
+        trainer.train(resume=resume)
+    except TrainingStopped:  # raised on every rank at the same point
+        if trainer.accelerator.num_processes > 1:
+            shutdown(trainer.accelerator)
+        raise
     if trainer.accelerator.num_processes > 1:
         shutdown(trainer.accelerator)  # a live gloo group at exit can abort rank 0
     return Path(cfg.log.run_dir)
@@ -106,9 +116,17 @@ def launch(config: str | Path, overrides: list[str] | tuple[str, ...] = (), *, n
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rlsd.guards import TrainingStopped
+
     args = parse_args(argv)
     try:
         run(args.config, args.overrides, args.resume, require_empty=True)
+    except TrainingStopped as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        return EXIT_STOPPED
+    except KeyboardInterrupt:  # SIGINT while loading or exporting, outside the training loop
+        print("stopped: SIGINT outside the training loop; the last complete checkpoint is intact.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ValueError, FileNotFoundError) as err:
         if os.environ.get("RLSD_DEBUG"):
             raise

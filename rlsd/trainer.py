@@ -11,11 +11,15 @@ One iteration:
    the policy the previous task's update left; with ``summed`` every task is sampled first and each
    optimizer step sums all tasks' losses (``train.clip_per_task``: each task's gradient clipped to its weight's
    share before the sum). The first re-scoring after sampling must give ratio == 1 (the
-   largest deviation over tasks is logged as ``ppo/ratio_first_abs_dev``);
+   largest deviation over tasks and ranks is logged as ``ppo/ratio_first_abs_dev``);
 3. optionally the L_pre denoising step (weight ``pretrain.beta``) with its own optimizer step.
 
 Everything random derives from ``(train.seed, iteration)``; with checkpointed optimizer, prompt-source and
 dataset positions a resumed run continues exactly like an uninterrupted one.
+
+Faults: before every optimizer step the loss, learning rate, gradients and weights must be finite on every
+rank, and before every checkpoint the weights (``rlsd.guards``; otherwise all ranks raise ValueError). SIGTERM
+or SIGINT on any rank stops all ranks after the current iteration with a checkpoint (``TrainingStopped``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 from tqdm import tqdm  # plain tqdm: tqdm.auto needs ipywidgets in notebooks
 
 from rlsd import distributed as dist
+from rlsd import guards
 from rlsd.config import RLConfig
 from rlsd.iteration import (PRETRAIN_STREAM, TIMESTEP_STREAM, TaskBatch, check_finite_rewards, choose_timesteps,
                             ppo_step_loss, sample_slots, shared_generator)
@@ -79,6 +84,8 @@ class RLTrainer:
                          if cfg.pretrain.enabled else None)
         self.eval_rewards = {r.name: r for r in map(build_reward, cfg.eval.rewards)}
         self.iteration = 0
+        self._step_iteration = 0  # the iteration step() runs (named by the non-finite guard)
+        self._step_checked = False  # _check_step ran for the coming optimizer step
         self.logger: Any = None  # RunLogger, opened by train()
         self._times: dict[str, float] = {}
         self.method = build_method(self)  # None for train.method rl / ddpo (the PPO step below); see rlsd.methods
@@ -122,8 +129,21 @@ class RLTrainer:
             return contextlib.nullcontext()
         return self.unet.no_sync()
 
+    def _check_step(self, loss: float | None, task: str) -> None:
+        """Before an optimizer step: loss, lr, gradients and weights finite on every rank, else ValueError on all
+        ranks naming the iteration and ``task`` (an fp16 loss scaler handles overflowing gradients itself)."""
+        lr, scaled = float(self.optimizer.param_groups[0]["lr"]), getattr(self.accelerator, "scaler", None) is not None
+        dist.check_on_all_ranks(self.accelerator, lambda: guards.check_finite_step(
+            self.params, loss, iteration=self._step_iteration, task=task, lr=lr, grads=not scaled))
+        self._step_checked = True
+
     def _optimizer_step(self) -> float:
-        """Clip gradients, step, zero; returns the pre-clip global grad norm (0 if clipping is off)."""
+        """Clip gradients, step, zero; returns the pre-clip global grad norm (0 if clipping is off).
+
+        Runs :meth:`_check_step` first unless the caller did (baseline methods call this directly)."""
+        if not self._step_checked:
+            self._check_step(None, "+".join(t.name for t in self.cfg.tasks))
+        self._step_checked = False
         norm = 0.0
         if self.cfg.train.max_grad_norm > 0:
             norm = float(self.accelerator.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm))
@@ -161,6 +181,7 @@ class RLTrainer:
         stats["ratio_abs_dev"] = float((log_prob - old).double().exp().sub(1).abs().max())
         stats["loss"] = loss_sum
         stats.update({f"grad_norm/{name}": norm for name, norm in task_norms.items()})
+        self._check_step(loss_sum, "+".join(cfg.tasks[i].name for i in tasks))
         stats["grad_norm"] = self._optimizer_step()
         return stats
 
@@ -202,10 +223,12 @@ class RLTrainer:
             loss = denoising_loss(self.model, images[local], captions[local], vae_gen, noise=noise[local],
                                   timesteps=timesteps[local], unet=self.unet)
             self.accelerator.backward(loss * self.cfg.pretrain.beta)
+        self._check_step(float(loss.detach()), "pretrain (L_pre)")
         return {"loss/pretrain": float(loss.detach()), "pretrain/grad_norm": self._optimizer_step()}
 
     def step(self, iteration: int) -> dict[str, float]:
         """One full RL iteration; returns its metrics (identical on every rank)."""
+        self._step_iteration = iteration
         if self.method is not None:  # a baseline method's iteration (rlsd.methods)
             return self.method(iteration)
         cfg, metrics = self.cfg, {}
@@ -225,8 +248,8 @@ class RLTrainer:
         for task, batch in zip(cfg.tasks, batches):
             metrics[f"reward/{task.name}/mean"] = float(batch.rewards.mean())
             metrics[f"reward/{task.name}/std"] = float(batch.rewards.std()) if batch.rewards.numel() > 1 else 0.0
-        first_dev = dist.all_reduce_mean(self.accelerator, torch.tensor([max(first_devs)],
-                                                                       device=self.accelerator.device))
+        first_dev = dist.all_reduce_max(self.accelerator, torch.tensor([max(first_devs)],  # the worst rank
+                                                                      device=self.accelerator.device))
         metrics["ppo/ratio_first_abs_dev"] = float(first_dev)
         if metrics["ppo/ratio_first_abs_dev"] > RATIO_TOLERANCE:
             warnings.warn(f"iteration {iteration}: first re-scored ratio deviates from 1 by "
@@ -252,15 +275,24 @@ class RLTrainer:
 
     # ------------------------------------------------------------------------------ loop, eval, checkpoint
     def train(self, resume: str | Path | None = None) -> dict[str, float]:
-        """Run until ``train.iterations``; ``resume`` = checkpoint folder or "auto" (latest in run_dir)."""
-        from rlsd.checkpoint import latest_checkpoint
-        from rlsd.recording import RunLogger
-        from rlsd.trainer_state import load_trainer_state, save_trainer_state
+        """Run until ``train.iterations``; ``resume`` = checkpoint folder or "auto" (latest intact in run_dir).
 
-        cfg, metrics = self.cfg, {}
+        Raises ``rlsd.guards.TrainingStopped`` on every rank after SIGTERM / SIGINT reached any rank: the
+        iteration running then is finished and checkpointed first (no export).
+        """
+        from rlsd.checkpoint import list_checkpoints, remove_stale_writes
+        from rlsd.recording import RunLogger
+        from rlsd.trainer_state import load_trainer_state
+
+        cfg, metrics, stop = self.cfg, {}, False
+        removed = remove_stale_writes(cfg.log.run_dir) if self.is_main else []  # before any rank looks for one
+        if removed:
+            warnings.warn(f"removed {len(removed)} unfinished checkpoint write(s) of a killed run: "
+                          f"{', '.join(p.name for p in removed)}", stacklevel=2)
+        dist.wait_for_everyone(self.accelerator)
         if resume is not None:
             load_trainer_state(self, resume)
-        elif self.is_main and latest_checkpoint(cfg.log.run_dir) is not None:
+        elif self.is_main and list_checkpoints(cfg.log.run_dir):
             warnings.warn(f"log.run_dir {cfg.log.run_dir} already holds checkpoints; starting fresh (metrics after "
                           f"iteration {self.iteration} are dropped). Pass --resume auto to continue instead.",
                           stacklevel=2)
@@ -268,24 +300,46 @@ class RLTrainer:
                                 resume_step=self.iteration)  # drops stale rows of an earlier run after this point
         bar = tqdm(range(self.iteration, cfg.train.iterations), disable=not (self.is_main and cfg.log.progress),
                    desc="rl iterations")
-        for it in bar:
-            metrics = self.step(it)
-            self.iteration = it + 1
-            if cfg.eval.every and (self.iteration % cfg.eval.every == 0 or self.iteration == cfg.train.iterations):
-                t_eval = time.perf_counter()
-                metrics.update(self.evaluate())
-                metrics["time/eval_s"] = time.perf_counter() - t_eval
-            self._log(metrics, it)
-            if cfg.log.checkpoint_every and self.iteration % cfg.log.checkpoint_every == 0 \
-                    or self.iteration == cfg.train.iterations:
-                save_trainer_state(self)
-            bar.set_postfix({k.split("/")[1]: round(v, 3) for k, v in metrics.items() if k.endswith("/mean")})
+        with guards.StopSignals() as signals:
+            for it in bar:
+                metrics = self._iterate(it)
+                # every rank, every iteration: one scalar all-reduce, so all ranks stop after the same iteration
+                stop = dist.any_rank(self.accelerator, signals.received is not None)
+                stop = stop and self.iteration < cfg.train.iterations  # a stop after the last one just finishes
+                if stop or self.iteration == cfg.train.iterations \
+                        or cfg.log.checkpoint_every and self.iteration % cfg.log.checkpoint_every == 0:
+                    path = self.save_checkpoint()
+                bar.set_postfix({k.split("/")[1]: round(v, 3) for k, v in metrics.items() if k.endswith("/mean")})
+                if stop:
+                    break
         dist.wait_for_everyone(self.accelerator)
-        if self.is_main and cfg.log.export:
+        if self.is_main and cfg.log.export and not stop:
             export_policy(self.model, Path(cfg.log.run_dir) / "export")
         self.logger.close()
         dist.wait_for_everyone(self.accelerator)
+        if stop:
+            raise guards.TrainingStopped(signals.name or "a stop signal (on another rank)", self.iteration, path)
         return metrics
+
+    def _iterate(self, it: int) -> dict[str, float]:
+        """Iteration ``it`` (0-based) plus its evaluation and logging; leaves ``self.iteration = it + 1``."""
+        cfg = self.cfg
+        metrics = self.step(it)
+        self.iteration = it + 1
+        if cfg.eval.every and (self.iteration % cfg.eval.every == 0 or self.iteration == cfg.train.iterations):
+            t_eval = time.perf_counter()
+            metrics.update(self.evaluate())
+            metrics["time/eval_s"] = time.perf_counter() - t_eval
+        self._log(metrics, it)
+        return metrics
+
+    def save_checkpoint(self) -> Path:
+        """Checkpoint the state after ``self.iteration`` iterations; refuses NaN/inf weights (on every rank)."""
+        from rlsd.trainer_state import save_trainer_state
+
+        named = {n: p for n, p in self.accelerator.unwrap_model(self.unet).named_parameters() if p.requires_grad}
+        dist.check_on_all_ranks(self.accelerator, lambda: guards.check_finite_weights(named, self.iteration))
+        return save_trainer_state(self)
 
     def evaluate(self) -> dict[str, float]:
         """Held-out evaluation on the main process (fixed prompts and seeds); metrics under ``eval/``."""

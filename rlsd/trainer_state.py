@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rlsd.trainer_setup import load_trainable_state_dict, trainable_state_dict
+from rlsd.trainer_setup import load_trainable_state_dict
 
 
 def trainer_state(trainer: Any) -> dict:
@@ -50,14 +50,17 @@ def restore_trainer_state(trainer: Any, state: dict) -> None:
     restore_rng_state(state["rng"])
 
 
-def save_trainer_state(trainer: Any) -> None:
-    """Write ``run_dir/checkpoints/iter_XXXXXX`` atomically (main process writes; all ranks hold equal state)."""
+def save_trainer_state(trainer: Any) -> Path:
+    """Write ``run_dir/checkpoints/iter_XXXXXX`` atomically; returns it. Only the main process builds the state
+    and writes it (DDP ranks hold equal state); every rank joins the weight gather of a sharded engine."""
     from rlsd.checkpoint import checkpoint_dir, save_checkpoint
+    from rlsd.distributed import model_state_on_main
 
-    unet = trainer.accelerator.unwrap_model(trainer.unet)
-    save_checkpoint(checkpoint_dir(trainer.cfg.log.run_dir, trainer.iteration), trainer_state(trainer),
-                    model_state=trainable_state_dict(unet), accelerator=trainer.accelerator,
-                    keep_last=trainer.cfg.log.keep_last)
+    names = [n for n, p in trainer.accelerator.unwrap_model(trainer.unet).named_parameters() if p.requires_grad]
+    model_state = model_state_on_main(trainer.accelerator, trainer.unet, names)
+    return save_checkpoint(checkpoint_dir(trainer.cfg.log.run_dir, trainer.iteration), lambda: trainer_state(trainer),
+                           model_state=model_state, accelerator=trainer.accelerator,
+                           keep_last=trainer.cfg.log.keep_last)
 
 
 def load_trainer_state(trainer: Any, where: str | Path) -> None:

@@ -1,7 +1,8 @@
-"""rlsd.checkpoint: round trip, RNG restore, atomicity, pruning."""
+"""rlsd.checkpoint: round trip, RNG restore, atomicity, pruning, corrupt-checkpoint fallback, stale writes."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -11,9 +12,11 @@ import torch
 from rlsd.checkpoint import (
     capture_rng_state,
     checkpoint_dir,
+    checkpoint_problem,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    remove_stale_writes,
     restore_rng_state,
     save_checkpoint,
 )
@@ -111,3 +114,98 @@ def test_latest_by_iteration_number_and_keep_last(tmp_path):
     assert latest_checkpoint(tmp_path) == checkpoint_dir(tmp_path, 100)
     assert [it for it, _ in list_checkpoints(tmp_path)] == [9, 10, 100]
     assert load_checkpoint(latest_checkpoint(tmp_path))["iteration"] == 100
+
+
+def _two_checkpoints(tmp_path):
+    for it in (1, 2):
+        save_checkpoint(checkpoint_dir(tmp_path, it), {"iteration": it}, model_state={"w": torch.full((64,), it)})
+    return checkpoint_dir(tmp_path, 1), checkpoint_dir(tmp_path, 2)
+
+
+def _truncate(file, keep: int = 10) -> None:
+    data = file.read_bytes()
+    file.write_bytes(data[:keep])
+
+
+def test_marker_records_file_sizes(tmp_path):
+    path = save_checkpoint(checkpoint_dir(tmp_path, 1), {"iteration": 1}, model_state={"w": torch.zeros(8)},
+                           save_extra=lambda d: (d / "sub").mkdir() or (d / "sub" / "x.txt").write_text("abc"))
+    sizes = json.loads((path / "COMPLETE").read_text())["sizes"]
+    assert sizes == {name: (path / name).stat().st_size for name in ("model.safetensors", "sub/x.txt",
+                                                                    "trainer_state.pt")}
+    assert checkpoint_problem(path) is None
+
+
+def test_truncated_latest_falls_back_to_the_previous_with_a_warning(tmp_path):
+    first, second = _two_checkpoints(tmp_path)
+    _truncate(second / "model.safetensors")
+    assert checkpoint_problem(second).startswith("model.safetensors has 10 of ")
+    with pytest.warns(UserWarning, match=r"skipped corrupt checkpoint iter_000002 \(model.safetensors has 10 of "
+                                         r"\d+ bytes\); using the newest intact one, .*iter_000001"):
+        assert latest_checkpoint(tmp_path) == first
+    with pytest.raises(ValueError, match=r"iter_000002 is corrupt \(model.safetensors has 10 of"):
+        load_checkpoint(second)  # an explicit path gets no fallback
+    assert load_checkpoint(first)["iteration"] == 1
+
+
+def test_no_intact_checkpoint_left_is_one_error(tmp_path):
+    first, second = _two_checkpoints(tmp_path)
+    _truncate(second / "trainer_state.pt")
+    (first / "model.safetensors").unlink()
+    assert checkpoint_problem(first) == "model.safetensors is missing"
+    with pytest.raises(ValueError, match=r"no intact checkpoint in .*: all 2 are corrupt \(the newest, iter_000002: "
+                                         r"trainer_state.pt has 10 of \d+ bytes\); restore one"):
+        latest_checkpoint(tmp_path)
+
+
+def test_marker_without_sizes_is_still_accepted(tmp_path):
+    path = save_checkpoint(checkpoint_dir(tmp_path, 4), {"iteration": 4})
+    (path / "COMPLETE").write_text(json.dumps({"iteration": 4, "files": ["COMPLETE", "trainer_state.pt"]}))
+    assert checkpoint_problem(path) is None and latest_checkpoint(tmp_path) == path
+
+
+def test_remove_stale_writes(tmp_path):
+    kept = save_checkpoint(checkpoint_dir(tmp_path, 5), {"iteration": 5})
+    root = kept.parent
+    for name in ("iter_000006.tmp-4242", "iter_000005.old-77", "iter_000006.tmp-1"):
+        (root / name).mkdir()
+        (root / name / "trainer_state.pt").write_bytes(b"partial")
+    # killed between the two renames of an overwrite: the replaced checkpoint only exists as .old
+    replaced = save_checkpoint(checkpoint_dir(tmp_path, 3), {"iteration": 3})
+    replaced.rename(root / "iter_000003.old-99")
+    (root / "unrelated.tmp-5").mkdir()
+    removed = remove_stale_writes(tmp_path)
+    assert sorted(p.name for p in removed) == ["iter_000005.old-77", "iter_000006.tmp-1", "iter_000006.tmp-4242"]
+    assert sorted(p.name for p in root.iterdir()) == ["iter_000003", "iter_000005", "unrelated.tmp-5"]
+    assert load_checkpoint(root / "iter_000003")["iteration"] == 3
+    assert remove_stale_writes(tmp_path / "missing") == []
+
+
+class _Rank:
+    """The part of an accelerator that save_checkpoint uses, for one rank of a fake 2-process run."""
+
+    def __init__(self, main: bool):
+        self.is_main_process, self.waits = main, 0
+
+    def wait_for_everyone(self):
+        self.waits += 1
+
+
+def test_state_callables_run_on_the_main_process_only(tmp_path):
+    calls = []
+
+    def state():
+        calls.append("state")
+        return {"iteration": 7}
+
+    def weights():
+        calls.append("weights")
+        return {"w": torch.ones(2)}
+
+    other = _Rank(main=False)
+    save_checkpoint(checkpoint_dir(tmp_path, 7), state, model_state=weights, accelerator=other)
+    assert calls == [] and other.waits == 1 and not (tmp_path / "checkpoints").exists()
+    main = _Rank(main=True)
+    path = save_checkpoint(checkpoint_dir(tmp_path, 7), state, model_state=weights, accelerator=main)
+    assert calls == ["state", "weights"] and main.waits == 1
+    assert torch.equal(load_checkpoint(path)["model_state"]["w"], torch.ones(2))
