@@ -193,3 +193,106 @@ def test_parquet_bad_input_names_the_fix(tmp_path: Path) -> None:
     stream = build_pretrain_source(parquet_spec(path), image_size=8)
     with pytest.raises(ValueError, match="batch 3 not divisible by world size 2; set pretrain.batch_size"):
         stream.next_batch(3, rank=0, world_size=2)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_gloo_ranks_decode_their_share_and_resume_from_a_checkpoint(tmp_path: Path) -> None:
+    """tests/dist_scripts/pretrain_shares.py under a real 2-process launch: per batch of 8 each rank decodes 4
+    images, the ranks' shares concatenated are the single-process batches (no row duplicated or skipped), and
+    the stream restored from a checkpoint written by the main process continues identically on both ranks."""
+    import os
+    import subprocess
+    import sys
+
+    from rlsd.distributed import free_port
+
+    sys.path.insert(0, str(Path(__file__).parent / "dist_scripts"))
+    try:
+        from pretrain_shares import N, RESUME_AT, SEED, SIZE, STEPS
+    finally:
+        sys.path.pop(0)
+    repo = Path(__file__).resolve().parents[1]
+    spec = parquet_spec(write_parquet(tmp_path / "d.parquet", num_rows=10, row_group_size=3))
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", HF_HOME=str(tmp_path / "hf"), OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()),
+           str(repo / "tests" / "dist_scripts" / "pretrain_shares.py"), json.dumps(spec), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)]  # both processes really ran
+    assert all(r["decodes"] == [N // 2] * STEPS for r in ranks)
+    single = build_pretrain_source(spec, image_size=SIZE, seed=SEED)
+    for k in range(STEPS):
+        images, captions = single.next_batch(N)
+        assert torch.equal(torch.cat([r["images"][k] for r in ranks]), images)
+        assert ranks[0]["captions"][k] + ranks[1]["captions"][k] == captions
+    for r in ranks:
+        assert r["state"] == single.state_dict()
+        assert all(torch.equal(a, b) for a, b in zip(r["resumed_images"], r["images"][RESUME_AT:]))
+        assert r["resumed_captions"] == r["captions"][RESUME_AT:]
+
+
+TRAINER = [  # tiny pixel model (16 px), 2 prompts x 2 images, L_pre batch 4 from a 10-row parquet (crosses epochs)
+    "model.path=tiny-pixel", "sample.num_steps=3", "sample.num_prompts_per_iter=2", "tasks.0.group_size=2",
+    "train.timesteps_per_iter=2", "train.lr=1e-3", "train.clip_range=0.2", "pretrain.enabled=true",
+    "pretrain.batch_size=4", "log.image_every=0", "log.export=false", "log.progress=false", "log.checkpoint_every=2"]
+
+
+def _trainer_overrides(data: Path, run_dir: Path, iterations: int) -> list[str]:
+    return [*TRAINER, f"pretrain.dataset={{name: parquet, path: '{data}', caption_column: text}}",
+            f"log.run_dir={run_dir}", f"train.iterations={iterations}"]
+
+
+def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from rlsd.checkpoint import latest_checkpoint, load_checkpoint
+
+    state = load_checkpoint(latest_checkpoint(run_dir))
+    assert state["iteration"] == 4 and state["pretrain"]["position"] == 16
+    return state["model_state"]
+
+
+@pytest.mark.slow
+def test_trainer_resume_with_parquet_lpre_is_bit_identical(tmp_path: Path) -> None:
+    from rlsd.config import load_config
+    from rlsd.models import build_tiny_pixel_model
+    from rlsd.trainer import RLTrainer
+
+    data = write_parquet(tmp_path / "d.parquet", num_rows=10, row_group_size=3)
+    straight = RLTrainer(load_config("configs/tiny_sd_smoke.yaml", _trainer_overrides(data, tmp_path / "a", 4)))
+    straight.train()
+    RLTrainer(load_config("configs/tiny_sd_smoke.yaml", _trainer_overrides(data, tmp_path / "b", 2))).train()
+    resumed = RLTrainer(load_config("configs/tiny_sd_smoke.yaml", _trainer_overrides(data, tmp_path / "b", 4)))
+    resumed.train(resume="auto")
+    assert resumed.pretrain.state_dict() == straight.pretrain.state_dict() == {"seed": 0, "position": 16,
+                                                                               "num_rows": 10}
+    a, b = _final_weights(tmp_path / "a"), _final_weights(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    init = build_tiny_pixel_model(seed=0).unet.state_dict()
+    assert any(not torch.equal(init[k], a[k]) for k in a)  # training really moved the weights
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_process_trainer_resume_with_parquet_lpre_is_bit_identical(tmp_path: Path) -> None:
+    """2 gloo ranks, each decoding its 2 of the 4 L_pre images per iteration: 4 iterations straight equal 2,
+    a checkpoint, and 2 more in a new launch, bit for bit."""
+    import os
+    import subprocess
+
+    from rlsd.train import launch_command
+
+    repo = Path(__file__).resolve().parents[1]
+    data = write_parquet(tmp_path / "d.parquet", num_rows=10, row_group_size=3)
+    for name, iterations, resume in (("a", 4, None), ("b", 2, None), ("b", 4, "auto")):
+        cmd, env = launch_command("configs/tiny_sd_smoke.yaml", _trainer_overrides(data, tmp_path / name, iterations),
+                                  num_processes=2, resume=resume)
+        env = dict(env, OMP_NUM_THREADS="1", HF_HOME=str(tmp_path / "hf"),
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=400)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _final_weights(tmp_path / "a"), _final_weights(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
