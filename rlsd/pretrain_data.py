@@ -5,14 +5,18 @@ Datasets (``PretrainConfig.dataset`` spec, built by :func:`build_pretrain_source
 =============  ==========================================================================================
 ``folder``     ``{name: folder, path: DIR}``; DIR holds images plus ``captions.jsonl`` (lines
                ``{"file": "a.png", "caption": "..."}``) or ``metadata.csv`` (columns ``file_name,text``
-               or ``file,caption``)
-``parquet``    ``{name: parquet, path: FILE, image_column: image, caption_column: caption}``; the image
-               column holds encoded bytes (or ``{"bytes": ...}`` dicts as written by HF datasets)
+               or ``file,caption``); random batches with replacement (:class:`IndexedStream`)
+``parquet``    ``{name: parquet, path: FILE or DIR of *.parquet, image_column: image, caption_column: caption}``;
+               the image column holds encoded bytes (or ``{"bytes": ...}`` dicts as written by HF datasets);
+               read one row group at a time, each row once per epoch (:class:`rlsd.pretrain_parquet.ParquetStream`)
 ``shapesworld`` ``{name: shapesworld, **kwargs}``: ``rlsd.shapes.dataset.ShapesPretrainData(**kwargs)``
 =============  ==========================================================================================
 
-Map-style datasets return ``(image (3, H, W) float in [0, 1], caption)`` from ``__getitem__``; every
-stream returns ``(images (n, 3, H, W), captions)`` from ``next_batch(n)``.
+Every stream has ``next_batch(n, *, rank=0, world_size=1) -> (images (n // world_size, 3, H, W), captions)``:
+rows ``local_slice(n, rank, world_size)`` of the global batch of ``n``, so the ranks' shares together are
+exactly the batch one process would draw, and each rank decodes only its own share. The stream position
+advances by the global ``n`` on every rank and is the same everywhere (``state_dict`` / ``load_state_dict``).
+Images are centre-cropped to a square, then resized (bicubic) to the model's resolution.
 """
 
 from __future__ import annotations
@@ -26,25 +30,42 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from rlsd.distributed import local_slice
+
+__all__ = ["FolderDataset", "IndexedStream", "WholeBatchShare", "build_pretrain_source", "load_image", "share",
+           "model_image_size", "denoising_target", "denoising_loss"]
+
 
 class ImageCaptionDataset(Protocol):
     def __len__(self) -> int: ...
     def __getitem__(self, i: int) -> tuple[Tensor, str]: ...
 
 
-def _load_image(source: Any, size: int) -> Tensor:
-    """Path or bytes -> ``(3, size, size)`` float tensor in [0, 1] (RGB, bicubic resize)."""
+def share(n: int, rank: int, world_size: int) -> slice:
+    """This rank's rows of a global L_pre batch of ``n`` (``n`` must divide by ``world_size``)."""
+    return local_slice(n, rank, world_size, name="pretrain.batch_size")
+
+
+def load_image(source: Any, size: int) -> Tensor:
+    """Path or encoded bytes -> ``(3, size, size)`` float tensor in [0, 1]: RGB, centre square crop (side =
+    the shorter edge, offset floor((long - short) / 2)), then bicubic resize."""
     import numpy as np
     from PIL import Image
 
-    img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source).convert("RGB")
-    if img.size != (size, size):
+    with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as raw:
+        img = raw.convert("RGB")
+    w, h = img.size
+    side = min(w, h)
+    if w != h:
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    if side != size:
         img = img.resize((size, size), Image.BICUBIC)
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
 class FolderDataset:
-    """Images in a folder with ``captions.jsonl`` or ``metadata.csv``."""
+    """Images in a folder with ``captions.jsonl`` or ``metadata.csv`` (only the index is held in memory)."""
 
     def __init__(self, path: str | Path, size: int):
         self.root, self.size = Path(path), size
@@ -65,53 +86,28 @@ class FolderDataset:
 
     def __getitem__(self, i: int) -> tuple[Tensor, str]:
         file, caption = self.items[i]
-        return _load_image(self.root / file, self.size), caption
-
-
-class ParquetDataset:
-    """A parquet file with encoded image bytes and captions (loaded fully into memory)."""
-
-    def __init__(self, path: str | Path, size: int, image_column: str = "image", caption_column: str = "caption"):
-        import pyarrow.parquet as pq
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrain.dataset.path {path} does not exist; point it at a parquet file.")
-        table = pq.read_table(path)
-        for col in (image_column, caption_column):
-            if col not in table.column_names:
-                raise ValueError(f"parquet {path} has no column {col!r} (has {table.column_names}); set "
-                                 "pretrain.dataset.image_column / caption_column.")
-        self.images = table.column(image_column).to_pylist()
-        self.captions = [str(c) for c in table.column(caption_column).to_pylist()]
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, str]:
-        data = self.images[i]
-        data = data["bytes"] if isinstance(data, dict) else data
-        return _load_image(data, self.size), self.captions[i]
+        return load_image(self.root / file, self.size), caption
 
 
 class IndexedStream:
     """Resumable stream of random batches (with replacement) over a map-style dataset.
 
-    Batch ``k`` is drawn from a generator seeded by ``(seed, k)``, so ``state_dict()`` = ``{"seed",
-    "batch_index"}`` fully determines the stream (same interface as ``ShapesPretrainData``).
+    The ``n`` indices of batch ``k`` are drawn from a generator seeded by ``(seed, k)`` on every rank; a rank
+    loads only the items of its share. ``state_dict()`` = ``{"seed", "batch_index"}`` fully determines the
+    stream (same interface as ``ShapesPretrainData``).
     """
 
     def __init__(self, dataset: ImageCaptionDataset, seed: int = 0):
         self.dataset, self.seed, self.batch_index = dataset, int(seed), 0
 
-    def next_batch(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, list[str]]:
-        """Images ``(n, 3, H, W)`` in [0, 1] and ``n`` captions (``generator`` is unused)."""
+    def next_batch(self, n: int, *, rank: int = 0, world_size: int = 1) -> tuple[Tensor, list[str]]:
+        """This rank's ``n // world_size`` images ``(m, 3, H, W)`` in [0, 1] and captions of global batch ``n``."""
+        local = share(n, rank, world_size)
         gen = torch.Generator()
         gen.manual_seed(self.seed * 1_000_003 + self.batch_index)
-        self.batch_index += 1
-        idx = torch.randint(len(self.dataset), (n,), generator=gen).tolist()
+        idx = torch.randint(len(self.dataset), (n,), generator=gen).tolist()[local]
         items = [self.dataset[i] for i in idx]
+        self.batch_index += 1
         return torch.stack([im for im, _ in items]), [c for _, c in items]
 
     def state_dict(self) -> dict:
@@ -121,8 +117,28 @@ class IndexedStream:
         self.batch_index = int(state["batch_index"])
 
 
+class WholeBatchShare:
+    """A synthetic stream without per-sample I/O (ShapesWorld renders): draws the whole global batch, as one
+    process would, and keeps this rank's rows; state is the wrapped stream's."""
+
+    def __init__(self, source: Any):
+        self.source = source
+
+    def next_batch(self, n: int, *, rank: int = 0, world_size: int = 1) -> tuple[Tensor, list[str]]:
+        """Rows ``share(n, rank, world_size)`` of ``source.next_batch(n)``."""
+        local = share(n, rank, world_size)
+        images, captions = self.source.next_batch(n)
+        return images[local], captions[local]
+
+    def state_dict(self) -> dict:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.source.load_state_dict(state)
+
+
 def build_pretrain_source(spec: dict, image_size: int, seed: int = 0) -> Any:
-    """Resumable L_pre batch stream (``next_batch(n) -> (images, captions)``, ``state_dict``) from a spec.
+    """Resumable L_pre batch stream (``next_batch(n, rank=, world_size=)``, ``state_dict``) from a spec.
 
     ``image_size`` is the model's pixel resolution; ``seed`` is used unless the spec sets its own.
     """
@@ -131,14 +147,16 @@ def build_pretrain_source(spec: dict, image_size: int, seed: int = 0) -> Any:
     if name == "folder":
         return IndexedStream(FolderDataset(spec["path"], image_size), seed=spec.get("seed", seed))
     if name == "parquet":
-        stream_seed = spec.pop("seed", seed)
-        return IndexedStream(ParquetDataset(spec.pop("path"), image_size, **spec), seed=stream_seed)
+        from rlsd.pretrain_parquet import ParquetStream
+
+        spec.setdefault("seed", seed)
+        return ParquetStream(spec.pop("path"), image_size, **spec)
     if name == "shapesworld":
         from rlsd.shapes.dataset import ShapesPretrainData
 
         spec.setdefault("seed", seed)
         spec.setdefault("resolution", image_size)
-        return ShapesPretrainData(**spec)
+        return WholeBatchShare(ShapesPretrainData(**spec))
     raise ValueError(f"pretrain.dataset.name={name!r} is unknown; use folder, parquet or shapesworld.")
 
 

@@ -210,9 +210,9 @@ class RLTrainer:
         return stats
 
     def pretrain_step(self, iteration: int) -> dict[str, float]:
-        """L_pre: beta * denoising loss on this rank's slice of a global image-caption batch, then a step."""
+        """L_pre: beta * denoising loss on this rank's share of a global image-caption batch, then a step."""
         n = self.cfg.pretrain.batch_size
-        images, captions = self.pretrain.next_batch(n)
+        images, captions = self.pretrain.next_batch(n, rank=self.rank, world_size=self.world)  # this rank's share
         gen = shared_generator(self.cfg.train.seed, iteration, PRETRAIN_STREAM)
         size = self.model.sample_size
         timesteps = torch.randint(self.model.scheduler.config.num_train_timesteps, (n,), generator=gen)
@@ -220,7 +220,7 @@ class RLTrainer:
         local = dist.local_slice(n, self.rank, self.world, name="pretrain.batch_size")
         vae_gen = dist.rank_generator(self.cfg.train.seed, iteration, self.rank)
         with self._autocast():
-            loss = denoising_loss(self.model, images[local], captions[local], vae_gen, noise=noise[local],
+            loss = denoising_loss(self.model, images, captions, vae_gen, noise=noise[local],
                                   timesteps=timesteps[local], unet=self.unet)
             self.accelerator.backward(loss * self.cfg.pretrain.beta)
         self._check_step(float(loss.detach()), "pretrain (L_pre)")
