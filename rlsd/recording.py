@@ -128,9 +128,7 @@ class RunLogger:
         out = self.run_dir / "images" / f"{safe_tag}_{int(step):06d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(grid).save(out)
-        if captions is not None:
-            if len(captions) != images.shape[0]:
-                raise ValueError(f"got {len(captions)} captions for {images.shape[0]} images; pass one per image")
+        if captions is not None:  # captioned_grid has checked there is one per image
             out.with_suffix(".txt").write_text("\n".join(captions) + "\n")
         if self._writer is not None:
             self._writer.add_image(tag, grid, int(step), dataformats="HWC")
@@ -197,9 +195,7 @@ def image_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, paddi
     """
     from PIL import ImageOps
 
-    tiles = _to_pil(images)
-    nrow = nrow or max(1, math.ceil(math.sqrt(len(tiles))))
-    tiles = [ImageOps.expand(t, border=(0, 0, padding, padding), fill="white") for t in tiles]
+    tiles = [ImageOps.expand(t, border=(0, 0, padding, padding), fill="white") for t in _to_pil(images)]
     grid = _tile(tiles, nrow)
     return np.asarray(ImageOps.expand(grid, border=(padding, padding, 0, 0), fill="white"))
 
@@ -233,7 +229,7 @@ def captioned_grid(images: torch.Tensor | np.ndarray, captions: list[str], nrow:
         for i, line in enumerate(lines):
             draw.text((3, h + 4 + i * line_h), line, fill="black", font=font)
         panels.append(panel)
-    return np.asarray(_tile(panels, nrow or max(1, math.ceil(math.sqrt(len(panels))))))
+    return np.asarray(_tile(panels, nrow))
 
 
 def _to_pil(images: torch.Tensor | np.ndarray) -> list:
@@ -246,11 +242,13 @@ def _to_pil(images: torch.Tensor | np.ndarray) -> list:
     return [Image.fromarray(a) for a in arr]
 
 
-def _tile(tiles: list, nrow: int):
-    """``make_image_grid`` of ``tiles`` (equal-sized PIL images), the last row filled with white."""
+def _tile(tiles: list, nrow: int | None):
+    """``make_image_grid`` of ``tiles`` (equal-sized PIL images), ``nrow`` (default ceil(sqrt(n))) per row, the
+    last row filled with white."""
     from diffusers.utils import make_image_grid
     from PIL import Image
 
+    nrow = nrow or max(1, math.ceil(math.sqrt(len(tiles))))
     rows = math.ceil(len(tiles) / nrow)
     blank = Image.new("RGB", tiles[0].size, "white")
     return make_image_grid(tiles + [blank] * (rows * nrow - len(tiles)), rows=rows, cols=nrow)
