@@ -62,7 +62,7 @@ def offending_lines(path: Path, rel: str) -> list[str]:
 
 
 def test_patterns_catch_machine_paths_and_spare_relative_ones():
-    bad = ["--out /tmp/exp/s6/vbase", "'/home/alice/rlsd'", "/root/.cache", "cd /work/main", "outputs/demo_final/run"]
+    bad = ["--out /tmp/exp/run", "'/home/alice/rlsd'", "/root/.cache", "cd /work/project", "outputs/demo_final/run"]
     good = ["outputs/demo/per_seed.csv", "data/shapesworld_base", "runs/tmp/x", "tempfile.mkdtemp()", "a/b/tmp/c"]
     assert all(any(p.search(s) for p in FORBIDDEN.values()) for s in bad)
     assert not any(p.search(s) for s in good for p in FORBIDDEN.values())

@@ -35,7 +35,7 @@ def test_shipped_base_model_matches_manifest_loads_and_samples():
 def test_shipped_base_model_draws_every_shape_on_a_clean_canvas():
     """Sample quality the RL tasks build on, at the demo's sampling settings (20 DDIM steps, eta 1).
 
-    The epsilon-prediction model shipped before session 6 drew squares as round blobs (detection 0.01 on
+    An earlier epsilon-prediction base model drew squares as round blobs (detection 0.01 on
     "a <colour> square") and most samples on a noisy, tinted canvas (gold 0.46); the v-prediction model
     measured circle/square/triangle 0.98/0.59/0.99 and gold 0.91 on 12 seeds of its own.
     """

@@ -4,7 +4,7 @@ For each model folder and each two-object (or one-object) prompt, samples ``--se
 sampler settings: 20 DDIM steps, eta 1, CFG 2, seeds of the tuning set's compositional range, rlsd.protocol) and
 prints one row per (model, prompt): the mean confidence of each named object under the best assignment
 (:func:`rlsd.shapes.match.best_assignment`), the mean detection score, and how many detections of each colour
-the images hold. It showed how the diversity task leaks into two-object prompts (issue 4): after the joint demo
+the images hold. It showed how the diversity task leaks into two-object prompts (docs/findings.md): after the joint demo
 run with ``train.max_grad_norm=0.02``, "a yellow circle next to a red circle" keeps its yellow circle
 (0.74 -> 0.91) and loses its red one (0.83 -> 0.57): red detections fell from 44 to 26 and yellow ones rose from
 32 to 51, so the red object is now drawn yellow. ``objects_per_image`` showed the session-11 demo drawing extra

@@ -21,7 +21,7 @@ fair) would make "draw no people" the optimal policy for a parity reward, a rewa
 That convention still leaves a smaller hack open to a per-image credit: under leave-one-out credit
 an uncounted image is neutral (removing it changes nothing) while an image of the over-represented
 bucket is negative, so "draw nothing" beats "draw the majority colour". ShapesWorld runs showed it
-(issue 4: objects and gold quality fell on colour-open prompts). Keeping the uncounted images in the
+(docs/findings.md: objects and gold quality fell on colour-open prompts). Keeping the uncounted images in the
 denominator does not close it: they dilute the majority share and so *lower* SP. ``missing="worst"``
 does: a missing image counts as a maximally unfair share of the set,
 

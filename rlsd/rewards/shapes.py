@@ -18,7 +18,8 @@ which scores object presence only).
 ``shapes_detection_count_aware``: the same confidences summed over ``max(named objects,
 detections)`` instead of the named count, so every detected object beyond the named ones counts as
 a miss. Eq. 13 ignores extra objects; this evaluation-only variant exposes a policy that draws
-third and fourth copies to make a named object likelier to be found (issue 4, session 11).
+third and fourth copies to make a named object likelier to be found (docs/findings.md, the extra-objects
+hack of Eq. 13).
 
 ``shapes_color_parity``: the colour bucket (4 buckets = COLOURS) of the image's main object,
 i.e. the detection best matching the prompt's first object ignoring its colour; images with

@@ -58,7 +58,7 @@ class BaseTrainConfig:
     init_from: str = ""  # model folder to continue from (its unet/ and text_encoder/); "" = random init
     # v-prediction: with epsilon, x0 = (x_t - sqrt(1-abar) eps) / sqrt(abar) multiplies the eps error by
     # ~13 at t=950 (abar 0.006); the epsilon model sampled noisy, tinted images from pure noise although it
-    # denoised cleanly from t <= 700 (issue 4 note, session 6). v keeps the x0 error bounded at high t.
+    # denoised cleanly from t <= 700. v keeps the x0 error bounded at high t.
     prediction_type: str = "v_prediction"  # "v_prediction" or "epsilon"
 
 
