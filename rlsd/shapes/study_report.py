@@ -67,7 +67,8 @@ def replace_block(path: Path, text: str) -> None:
     path.write_text(f"{head}{README_BEGIN}\n{text}\n{README_END}{rest.split(README_END, 1)[1]}")
 
 
-def _report_text(per_seed: pd.DataFrame, provenance: dict) -> tuple[str, pd.DataFrame]:
+def _report_text(per_seed: pd.DataFrame, provenance: dict) -> tuple[str, str, pd.DataFrame]:
+    """``(full report, its short README form: heading and tables, no reading or per-seed p, summary)``."""
     from rlsd.study import over_seeds
 
     joint = per_seed[per_seed["run"] == "joint"]
@@ -77,15 +78,18 @@ def _report_text(per_seed: pd.DataFrame, provenance: dict) -> tuple[str, pd.Data
     parts = [f"Joint RL on ShapesWorld, {provenance['split']} set, training seeds {seeds} "
              f"(`{provenance['command']}`). Change = fine-tuned − base, mean over seeds with a 95 % t-interval; "
              "per seed, base and fine-tuned are paired on the same prompts and seeds (one-sided Wilcoxon).\n",
-             markdown_table(summary), "\n".join(_reading(keyed)) + "\n"]
+             markdown_table(summary)]
     table5 = joint_vs_single(per_seed)
     if not table5.empty:
-        parts += [f"\nEach task alone (training seeds {provenance.get('single_task_seeds', provenance['seeds'])}) vs jointly (paper Table 5):\n",
+        single_seeds = provenance.get("single_task_seeds", seeds)
+        parts += [f"\nEach task alone (training seeds {single_seeds}) vs jointly (paper Table 5):\n",
                   markdown_table(table5)]
+    short = "\n".join(parts)
+    parts.insert(2, "\n".join(_reading(keyed)) + "\n")
     wide = joint.pivot_table(index="metric", columns="seed", values="p", sort=False)
     wide.columns = [f"p, seed {s}" for s in wide.columns]
     parts += ["\nPer-seed one-sided Wilcoxon p of the joint run:\n", markdown_table(wide.reset_index())]
-    return "\n".join(parts), summary
+    return "\n".join(parts), short, summary
 
 
 def _figures(per_seed: pd.DataFrame, samples: dict, base, first, prompts, out: Path, figures: Path,
@@ -130,14 +134,14 @@ def write_report(per_seed: pd.DataFrame, provenance: dict, base, first, prompts,
                  readme: str = "") -> list[Path]:
     """Write ``<figures>/demo_results.md`` / ``.csv``, the figures and (if ``readme``) its results block."""
     samples = {m: t for m, t in pd.read_csv(out / "samples.csv").groupby("model")}
-    text, summary = _report_text(per_seed, provenance)
+    text, short, summary = _report_text(per_seed, provenance)
     figures.mkdir(parents=True, exist_ok=True)
     (figures / "demo_results.md").write_text(text)
     summary.to_csv(figures / "demo_results.csv", index=False)
     written = [figures / "demo_results.md", figures / "demo_results.csv"]
     written += _figures(per_seed, samples, base, first, prompts, out, figures, provenance)
     if readme:
-        replace_block(Path(readme), text)
+        replace_block(Path(readme), f"{short}\nThe reading of each row and the per-seed p: `{figures}/demo_results.md`.")
         written.append(Path(readme))
     print(text)
     return written
