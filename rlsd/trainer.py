@@ -85,7 +85,6 @@ class RLTrainer:
         self.eval_rewards = {r.name: r for r in map(build_reward, cfg.eval.rewards)}
         self.iteration = 0
         self._step_iteration = 0  # the iteration step() runs (named by the non-finite guard)
-        self._step_checked = False  # _check_step ran for the coming optimizer step
         self.logger: Any = None  # RunLogger, opened by train()
         self._times: dict[str, float] = {}
         self.method = build_method(self)  # None for train.method rl / ddpo (the PPO step below); see rlsd.methods
@@ -129,21 +128,16 @@ class RLTrainer:
             return contextlib.nullcontext()
         return self.unet.no_sync()
 
-    def _check_step(self, loss: float | None, task: str) -> None:
-        """Before an optimizer step: loss, lr, gradients and weights finite on every rank, else ValueError on all
-        ranks naming the iteration and ``task`` (an fp16 loss scaler handles overflowing gradients itself)."""
+    def _optimizer_step(self, loss: float | None = None, task: str | None = None) -> float:
+        """Check, clip gradients, step, zero; returns the pre-clip global grad norm (0 if clipping is off).
+
+        First the loss (if given), lr, gradients and weights must be finite on every rank, else ValueError on all
+        ranks naming the iteration and ``task`` (default: all tasks; an fp16 loss scaler handles overflowing
+        gradients itself)."""
+        task = task or "+".join(t.name for t in self.cfg.tasks)
         lr, scaled = float(self.optimizer.param_groups[0]["lr"]), getattr(self.accelerator, "scaler", None) is not None
         dist.check_on_all_ranks(self.accelerator, lambda: guards.check_finite_step(
             self.params, loss, iteration=self._step_iteration, task=task, lr=lr, grads=not scaled))
-        self._step_checked = True
-
-    def _optimizer_step(self) -> float:
-        """Clip gradients, step, zero; returns the pre-clip global grad norm (0 if clipping is off).
-
-        Runs :meth:`_check_step` first unless the caller did (baseline methods call this directly)."""
-        if not self._step_checked:
-            self._check_step(None, "+".join(t.name for t in self.cfg.tasks))
-        self._step_checked = False
         norm = 0.0
         if self.cfg.train.max_grad_norm > 0:
             norm = float(self.accelerator.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm))
@@ -181,8 +175,7 @@ class RLTrainer:
         stats["ratio_abs_dev"] = float((log_prob - old).double().exp().sub(1).abs().max())
         stats["loss"] = loss_sum
         stats.update({f"grad_norm/{name}": norm for name, norm in task_norms.items()})
-        self._check_step(loss_sum, "+".join(cfg.tasks[i].name for i in tasks))
-        stats["grad_norm"] = self._optimizer_step()
+        stats["grad_norm"] = self._optimizer_step(loss_sum, "+".join(cfg.tasks[i].name for i in tasks))
         return stats
 
     def _clip_into(self, summed: list[torch.Tensor] | None, max_norm: float) -> tuple[float, list[torch.Tensor]]:
@@ -223,8 +216,8 @@ class RLTrainer:
             loss = denoising_loss(self.model, images, captions, vae_gen, noise=noise[local],
                                   timesteps=timesteps[local], unet=self.unet)
             self.accelerator.backward(loss * self.cfg.pretrain.beta)
-        self._check_step(float(loss.detach()), "pretrain (L_pre)")
-        return {"loss/pretrain": float(loss.detach()), "pretrain/grad_norm": self._optimizer_step()}
+        value = float(loss.detach())
+        return {"loss/pretrain": value, "pretrain/grad_norm": self._optimizer_step(value, "pretrain (L_pre)")}
 
     def step(self, iteration: int) -> dict[str, float]:
         """One full RL iteration; returns its metrics (identical on every rank)."""

@@ -162,7 +162,7 @@ def test_unknown_task_update_mode_is_rejected(tmp_path: Path) -> None:
 def _step_gradient(trainer: RLTrainer, batches, j: int, tasks: list[int]) -> tuple[list[torch.Tensor], dict]:
     """The gradient ``policy_step`` hands the optimizer (the step itself is skipped)."""
     captured = []
-    trainer._optimizer_step = lambda: captured.append([p.grad.clone() for p in trainer.params]) or 0.0
+    trainer._optimizer_step = lambda *step_args: captured.append([p.grad.clone() for p in trainer.params]) or 0.0
     stats = trainer.policy_step(batches, j, tasks)
     trainer.optimizer.zero_grad(set_to_none=True)
     del trainer._optimizer_step
